@@ -1,0 +1,262 @@
+"""Strict conversion of plain data (parsed YAML, dicts) into frozen policy dataclasses.
+
+Every problem is collected with the YAML path of the offending key, so one run of
+``bankguard check-policy`` reports all of them. Nothing here is used per request.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import re
+import types
+import typing
+from collections.abc import Callable, Mapping
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+
+from .errors import ConfigProblem, ConfigurationError
+
+T = TypeVar("T")
+
+Parser = Callable[[object, str], object]
+
+
+class Invalid(Exception):
+    """One value is wrong; carries the path and the message."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(message)
+        self.problem = ConfigProblem(path, message)
+
+
+def join(path: str, key: str | int) -> str:
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    return f"{path}.{key}" if path else key
+
+
+def option(default: Any = dataclasses.MISSING, *, parse: Parser | None = None, **kw: Any) -> Any:
+    """A dataclass field whose raw value goes through ``parse(value, path)`` first."""
+    metadata = {"parse": parse} if parse is not None else {}
+    if default is dataclasses.MISSING:
+        return dataclasses.field(metadata=metadata, **kw)
+    if isinstance(default, (list, dict, set)):
+        raise TypeError("use default_factory for mutable defaults")
+    return dataclasses.field(default=default, metadata=metadata, **kw)
+
+
+def describe(tp: Any) -> str:
+    origin = get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) if not isinstance(a, str) else a for a in get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " or ".join(describe(a) for a in get_args(tp) if a is not type(None)) + " or null"
+    if origin is tuple:
+        return f"a list of {describe(get_args(tp)[0])}"
+    if origin in (dict, Mapping, typing.Mapping):
+        return f"a mapping of {describe(get_args(tp)[1])}"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    return {str: "a string", int: "an integer", float: "a number", bool: "true or false"}.get(
+        tp, getattr(tp, "__name__", str(tp))
+    )
+
+
+def convert(tp: Any, value: object, path: str, parse: Parser | None = None) -> object:
+    if parse is not None:
+        return parse(value, path)
+    origin = get_origin(tp)
+    if origin is Literal:
+        allowed = get_args(tp)
+        if isinstance(value, bool) or value not in allowed:
+            raise Invalid(path, f"{value!r} is not allowed; use one of: {describe(tp)}")
+        return value
+    if origin in (Union, types.UnionType):
+        args = [a for a in get_args(tp) if a is not type(None)]
+        if value is None and len(args) < len(get_args(tp)):
+            return None
+        if len(args) == 1:
+            return convert(args[0], value, path)
+        raise TypeError(f"unsupported union {tp}")  # pragma: no cover - policy authoring error
+    if origin is tuple:
+        if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+            raise Invalid(path, f"expected {describe(tp)}, got {type_name(value)}")
+        (item,) = get_args(tp)[:1]
+        out, problems = [], []
+        for i, v in enumerate(value):
+            try:
+                out.append(convert(item, v, join(path, i)))
+            except Invalid as exc:
+                problems.append(exc.problem)
+            except ConfigurationError as exc:
+                problems.extend(exc.problems)
+        if problems:
+            raise ConfigurationError(problems)
+        return tuple(out)
+    if origin in (dict, Mapping, typing.Mapping) or tp is dict:
+        if not isinstance(value, Mapping):
+            raise Invalid(path, f"expected {describe(tp)}, got {type_name(value)}")
+        _, vt = get_args(tp)
+        result: dict[str, object] = {}
+        problems = []
+        for k, v in value.items():
+            if not isinstance(k, str):
+                problems.append(ConfigProblem(path, f"key {k!r} must be a string"))
+                continue
+            try:
+                result[k] = convert(vt, v, join(path, k))
+            except Invalid as exc:
+                problems.append(exc.problem)
+            except ConfigurationError as exc:
+                problems.extend(exc.problems)
+        if problems:
+            raise ConfigurationError(problems)
+        return types.MappingProxyType(result)
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        if dataclasses.is_dataclass(value) and isinstance(value, tp):
+            return value
+        return build(tp, value, path)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise Invalid(path, f"expected true or false, got {type_name(value)}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise Invalid(path, f"expected an integer, got {type_name(value)}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise Invalid(path, f"expected a number, got {type_name(value)}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise Invalid(path, f"expected a string, got {type_name(value)}")
+        return value
+    if tp is object or tp is Any:
+        return value
+    raise TypeError(f"no converter for {tp!r} at {path}")  # pragma: no cover
+
+
+def type_name(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    return {int: "an integer", float: "a number", str: "a string"}.get(type(value), type(value).__name__)
+
+
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def hints(cls: type) -> dict[str, Any]:
+    if cls not in _HINTS:
+        _HINTS[cls] = get_type_hints(cls)
+    return _HINTS[cls]
+
+
+def build(cls: type[T], data: object, path: str = "") -> T:
+    """Build dataclass ``cls`` from ``data``; collect every problem with its path."""
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ConfigurationError([ConfigProblem(path, f"expected a mapping, got {type_name(data)}")])
+    if not dataclasses.is_dataclass(cls):
+        raise TypeError(f"{cls!r} is not a dataclass")
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    problems: list[ConfigProblem] = []
+    for key in data:
+        if key not in fields:
+            allowed = ", ".join(sorted(fields)) or "(none)"
+            problems.append(ConfigProblem(join(path, str(key)), f"unknown key; allowed here: {allowed}"))
+    kwargs: dict[str, object] = {}
+    types_ = hints(cls)
+    for name, f in fields.items():
+        if name not in data:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                problems.append(ConfigProblem(join(path, name), "is required"))
+            continue
+        try:
+            kwargs[name] = convert(types_[name], data[name], join(path, name), f.metadata.get("parse"))
+        except Invalid as exc:
+            problems.append(exc.problem)
+        except ConfigurationError as exc:
+            problems.extend(exc.problems)
+    if len(kwargs) + sum(1 for k in fields if k not in data) == len(fields):
+        # Every present field converted: run the cross-field checks too, so one pass
+        # reports unknown keys and contradictions together.
+        try:
+            instance = cls(**kwargs)
+        except ConfigurationError as exc:
+            # Cross-field checks raise paths relative to the section; anchor them.
+            problems.extend(ConfigProblem(_anchor(path, p.path), p.message) for p in exc.problems)
+        else:
+            if not problems:
+                return instance
+    raise ConfigurationError(problems)
+
+
+def _anchor(base: str, rel: str) -> str:
+    if not base:
+        return rel
+    if not rel:
+        return base
+    return f"{base}{rel}" if rel.startswith("[") else f"{base}.{rel}"
+
+
+# -- value parsers -------------------------------------------------------------------------
+
+_SIZE = re.compile(r"^\s*(\d+)\s*(B|KB|KiB|MB|MiB|GB|GiB)?\s*$")
+_UNITS = {
+    None: 1,
+    "B": 1,
+    "KB": 1000,
+    "KiB": 1024,
+    "MB": 1000**2,
+    "MiB": 1024**2,
+    "GB": 1000**3,
+    "GiB": 1024**3,
+}
+
+
+def parse_size(value: object, path: str) -> int:
+    """``65536``, ``"64KiB"`` or ``"1MB"`` → bytes (a positive integer)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        n = value
+    elif isinstance(value, str) and (m := _SIZE.match(value)):
+        n = int(m.group(1)) * _UNITS[m.group(2)]
+    else:
+        raise Invalid(path, f"expected a size such as 65536, '64KiB' or '1MB', got {value!r}")
+    if n <= 0:
+        raise Invalid(path, "must be greater than zero")
+    return n
+
+
+def parse_networks(value: object, path: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """A list of CIDRs or addresses. ``0.0.0.0/0`` and ``::/0`` are refused (CFG-04)."""
+    if isinstance(value, str) or not isinstance(value, (list, tuple)):
+        raise Invalid(path, f"expected a list of networks such as 10.0.0.0/8, got {type_name(value)}")
+    out = []
+    problems = []
+    for i, item in enumerate(value):
+        p = join(path, i)
+        if not isinstance(item, str):
+            problems.append(ConfigProblem(p, f"expected a network such as 10.0.0.0/8, got {type_name(item)}"))
+            continue
+        try:
+            net = ipaddress.ip_network(item.strip(), strict=True)
+        except ValueError as exc:
+            problems.append(ConfigProblem(p, f"{item!r} is not a network: {exc}"))
+            continue
+        if net.prefixlen == 0:
+            problems.append(
+                ConfigProblem(p, f"{item!r} would trust every address; list your proxies' networks")
+            )
+            continue
+        out.append(net)
+    if problems:
+        raise ConfigurationError(problems)
+    return tuple(out)

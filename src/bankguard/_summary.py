@@ -1,0 +1,46 @@
+"""The one-screen summary printed by ``bankguard check-policy``."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .policy import Policy
+
+
+def _size(n: int) -> str:
+    for unit, factor in (("MiB", 1024**2), ("KiB", 1024)):
+        if n >= factor and n % factor == 0:
+            return f"{n // factor} {unit}"
+    return f"{n} B"
+
+
+def summarise(policy: Policy) -> str:
+    r = policy.request
+    routes = policy.routes
+    public = sum(1 for op in routes.operations if op.public)
+    sink = policy.audit.sink if isinstance(policy.audit.sink, str) else repr(policy.audit.sink)
+    proxies = ", ".join(str(n) for n in policy.trusted_proxies) or "none (forwarding headers ignored)"
+    lines = [
+        f"profile            {policy.profile}",
+        f"trusted proxies    {proxies}",
+        f"request   [{r.mode:7}] headers <= {_size(r.max_header_bytes)} (one field <= "
+        f"{_size(r.max_header_field_bytes)}), body <= {_size(r.max_body_bytes)}, "
+        f"target <= {_size(r.max_target_bytes)}; method overrides refused",
+        f"routes    [{routes.mode:7}] {len(routes.operations)} operations ({public} public); "
+        f"undeclared: {routes.undeclared}",
+    ]
+    lines += [
+        f"            {op.method:7} {op.path}{'  (public)' if op.public else ''}" for op in routes.operations
+    ]
+    lines += [
+        f"auth      [{policy.auth.mode:7}] one Authorization header, scheme + token68; "
+        f"tokens in query/form refused; realm={policy.auth.realm!r}",
+        f"interaction id [{policy.interaction_id.mode:7}] header {policy.interaction_id.header}; "
+        f"invalid ids: {policy.interaction_id.invalid}",
+        f"responses          Cache-Control: {policy.response_headers.cache_control}"
+        + ("; X-Content-Type-Options: nosniff" if policy.response_headers.nosniff else ""),
+        f"audit              sink {sink} (logger {policy.audit.logger})",
+        f"problems           type URIs under {policy.problems.type_base}",
+    ]
+    return "\n".join(lines)

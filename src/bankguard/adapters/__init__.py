@@ -1,0 +1,52 @@
+"""Adapters from ASGI and WSGI to the decision core, and :func:`protect`."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Literal, TypeVar
+
+from ..guard import Guard
+from ..policy import Policy
+from .asgi import BankGuardMiddleware
+from .wsgi import BankGuardWSGI
+
+A = TypeVar("A")
+
+
+def _is_asgi(app: Any) -> bool:
+    if inspect.iscoroutinefunction(app):
+        return True
+    call = getattr(app, "__call__", None)  # noqa: B004 - we need the bound method itself
+    return call is not None and inspect.iscoroutinefunction(call)
+
+
+def protect(app: A, policy: Policy, *, kind: Literal["asgi", "wsgi"] | None = None) -> A:
+    """Put bankguard in front of ``app`` and return what to serve.
+
+    * A Flask application (anything with a ``wsgi_app``) is protected in place:
+      ``app.wsgi_app`` is wrapped and the same Flask object is returned, so routes
+      can still be added to it.
+    * A Starlette / FastAPI application (anything with ``add_middleware``) gets
+      :class:`BankGuardMiddleware` as its outermost user middleware and is returned.
+    * Any other ASGI callable (an ``async`` callable) is wrapped in
+      :class:`BankGuardMiddleware`; any other callable in :class:`BankGuardWSGI`.
+
+    ``kind`` forces the choice for callables whose flavour cannot be seen.
+    The guard is built here, so policy problems (an unimportable audit sink) surface
+    at start-up, not on the first request.
+    """
+    guard = Guard(policy)
+    if kind is None and hasattr(app, "wsgi_app") and not _is_asgi(app):
+        app.wsgi_app = BankGuardWSGI(app.wsgi_app, guard=guard)
+        return app
+    if kind is None and hasattr(app, "add_middleware") and _is_asgi(app):
+        app.add_middleware(BankGuardMiddleware, guard=guard)
+        return app
+    if kind == "asgi" or (kind is None and _is_asgi(app)):
+        return BankGuardMiddleware(app, guard=guard)  # type: ignore[arg-type,return-value]
+    if kind not in (None, "wsgi"):
+        raise ValueError(f"kind must be 'asgi' or 'wsgi', not {kind!r}")
+    return BankGuardWSGI(app, guard=guard)  # type: ignore[arg-type,return-value]
+
+
+__all__ = ["BankGuardMiddleware", "BankGuardWSGI", "protect"]

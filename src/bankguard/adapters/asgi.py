@@ -1,0 +1,166 @@
+"""Pure ASGI middleware: every HTTP request goes through the guard before the app.
+
+Trust model: the middleware reads the request as the ASGI server presents it. The
+peer address is ``scope["client"]``; forwarding headers (``X-Forwarded-For``) are
+believed only when that peer is in ``trusted_proxies``. Nothing else a client sends
+is trusted until a control has verified it.
+
+The body is read before the decision, bounded by ``request.max_body_bytes`` (also for
+chunked bodies); what was read is replayed to the application unchanged.
+WebSocket connections are refused (close code 1008): bankguard secures HTTP APIs and
+would otherwise wave WebSocket traffic through unchecked. Lifespan and other scope
+types pass through.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from ..decision import CONTEXT_KEY, Decision
+from ..guard import Guard
+from ..policy import Policy
+from ..problem import ProblemResponse
+from ..request import Headers, RequestFacts
+
+log = logging.getLogger("bankguard")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+def _content_length(headers: Headers) -> tuple[int | None, str | None]:
+    values = headers.get_all("content-length")
+    if not values:
+        return None, None
+    distinct = {v.strip() for line in values for v in line.split(",")}
+    if len(distinct) != 1:
+        return None, "conflicting_content_length"
+    (value,) = distinct
+    if not value.isdigit() or not value.isascii():
+        return None, "invalid_content_length"
+    return int(value), None
+
+
+class BankGuardMiddleware:
+    """Wrap an ASGI application: ``app = BankGuardMiddleware(app, policy)``."""
+
+    def __init__(self, app: ASGIApp, policy: Policy | None = None, *, guard: Guard | None = None) -> None:
+        if (policy is None) == (guard is None):
+            raise TypeError("pass exactly one of policy or guard")
+        self.app = app
+        self.guard = guard if guard is not None else Guard(policy)  # type: ignore[arg-type]
+
+    def __repr__(self) -> str:
+        return f"BankGuardMiddleware(app={self.app!r}, guard={self.guard!r})"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "websocket":
+            self.guard.fault_event("adapter.websocket_refused", status=403)
+            await send({"type": "websocket.close", "code": 1008})
+        else:
+            await self.app(scope, receive, send)
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        head = scope.get("method") == "HEAD"
+        try:
+            facts, prefix, more = await self._read(scope, receive)
+            if facts is None:
+                return  # the client disconnected while sending its body
+            decision = await self.guard.adecide(facts)
+        except Exception:
+            log.exception("bankguard: ASGI adapter failed; refusing the request")
+            await _send_problem(send, self.guard.fault("adapter.internal_error", head=head))
+            return
+        if not decision.allowed:
+            await _send_problem(send, self.guard.problem(decision, head=head))
+            return
+        scope[CONTEXT_KEY] = decision.context
+        await self.app(scope, _replay(receive, prefix, more), self._sender(send, decision))
+
+    async def _read(self, scope: Scope, receive: Receive) -> tuple[RequestFacts | None, bytes | None, bool]:
+        headers = Headers((k.decode("latin-1"), v.decode("latin-1")) for k, v in scope.get("headers", ()))
+        length, framing = _content_length(headers)
+        cap = self.guard.policy.request.max_body_bytes
+        body: bytes | None = None
+        more = False
+        too_large = False
+        if framing is None and length is not None and length > cap:
+            too_large = True
+        elif framing is None and (length or "transfer-encoding" in headers):
+            chunks: list[bytes] = []
+            total = 0
+            more = True
+            while more:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return None, None, False
+                chunk = message.get("body", b"")
+                chunks.append(chunk)
+                total += len(chunk)
+                more = bool(message.get("more_body", False))
+                if total > cap:
+                    too_large = True
+                    break
+            body = b"".join(chunks)
+        client = scope.get("client")
+        raw_path = scope.get("raw_path")
+        facts = RequestFacts(
+            method=scope["method"],
+            scheme=scope.get("scheme", "http"),
+            path=scope.get("path", "/"),
+            raw_path=raw_path.split(b"?", 1)[0] if isinstance(raw_path, bytes) else None,
+            query=scope.get("query_string", b"").decode("latin-1"),
+            headers=headers,
+            peer=client[0] if client else None,
+            http_version=scope.get("http_version", "1.1"),
+            body=None if too_large else body,
+            body_too_large=too_large,
+            framing_error=framing,
+        )
+        return facts, body, more
+
+    def _sender(self, send: Send, decision: Decision) -> Send:
+        guard = self.guard
+
+        async def sender(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in message.get("headers", ())]
+                merged = guard.merge_response_headers(headers, decision)
+                message = dict(message)
+                message["headers"] = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in merged]
+            await send(message)
+
+        return sender
+
+
+def _replay(receive: Receive, prefix: bytes | None, more: bool) -> Receive:
+    """Give the app the body bytes already read, then the rest of the stream."""
+    if prefix is None:
+        return receive
+    pending: list[Message] = [{"type": "http.request", "body": prefix, "more_body": more}]
+
+    async def replay() -> Message:
+        if pending:
+            return pending.pop()
+        return await receive()
+
+    return replay
+
+
+async def _send_problem(send: Send, response: ProblemResponse) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": response.status,
+            "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers],
+        }
+    )
+    await send({"type": "http.response.body", "body": response.body, "more_body": False})

@@ -1,0 +1,143 @@
+"""WSGI middleware: every request goes through the guard before the app.
+
+Trust model: the peer address is ``REMOTE_ADDR``; ``X-Forwarded-For`` is believed only
+when that peer is in ``trusted_proxies``. WSGI servers merge repeated header lines
+into one comma-separated value and turn ``-`` into ``_`` in names, so a client can
+send ``X_Foo`` where a proxy only sanitises ``X-Foo``; controls that read
+proxy-set headers account for that.
+
+The body is read before the decision, bounded by ``request.max_body_bytes`` (also for
+chunked bodies, ``wsgi.input_terminated``); the bytes read are replayed to the
+application through ``wsgi.input``.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Callable, Iterable
+from http import HTTPStatus
+from types import TracebackType
+from typing import Any
+
+from ..decision import CONTEXT_KEY, Decision
+from ..guard import Guard
+from ..policy import Policy
+from ..problem import ProblemResponse
+from ..request import Headers, RequestFacts
+
+log = logging.getLogger("bankguard")
+
+Environ = dict[str, Any]
+ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
+StartResponse = Callable[..., Callable[[bytes], object]]
+WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
+
+
+def _headers(environ: Environ) -> Headers:
+    items = []
+    for key, value in environ.items():
+        if key.startswith("HTTP_"):
+            items.append((key[5:].replace("_", "-").lower(), value))
+        elif key in ("CONTENT_TYPE", "CONTENT_LENGTH") and value != "":
+            items.append((key.replace("_", "-").lower(), value))
+    return Headers(items)
+
+
+class _ChainedInput(io.RawIOBase):
+    """Bytes already read, followed by the rest of the original input."""
+
+    def __init__(self, prefix: bytes, rest: Any) -> None:
+        self._prefix = io.BytesIO(prefix)
+        self._rest = rest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        n = self._prefix.readinto(buffer)
+        if n:
+            return n
+        data = self._rest.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+class BankGuardWSGI:
+    """Wrap a WSGI application: ``app.wsgi_app = BankGuardWSGI(app.wsgi_app, policy)``."""
+
+    def __init__(self, app: WSGIApp, policy: Policy | None = None, *, guard: Guard | None = None) -> None:
+        if (policy is None) == (guard is None):
+            raise TypeError("pass exactly one of policy or guard")
+        self.app = app
+        self.guard = guard if guard is not None else Guard(policy)  # type: ignore[arg-type]
+
+    def __repr__(self) -> str:
+        return f"BankGuardWSGI(app={self.app!r}, guard={self.guard!r})"
+
+    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        head = environ.get("REQUEST_METHOD") == "HEAD"
+        try:
+            facts = self._facts(environ)
+            decision = self.guard.decide(facts)
+        except Exception:
+            log.exception("bankguard: WSGI adapter failed; refusing the request")
+            return _problem(start_response, self.guard.fault("adapter.internal_error", head=head))
+        if not decision.allowed:
+            return _problem(start_response, self.guard.problem(decision, head=head))
+        environ[CONTEXT_KEY] = decision.context
+        return self.app(environ, self._starter(start_response, decision))
+
+    def _facts(self, environ: Environ) -> RequestFacts:
+        headers = _headers(environ)
+        cap = self.guard.policy.request.max_body_bytes
+        raw_length = environ.get("CONTENT_LENGTH") or ""
+        framing = None
+        body: bytes | None = None
+        too_large = False
+        stream = environ.get("wsgi.input")
+        if raw_length and not (raw_length.isdigit() and raw_length.isascii()):
+            framing = "invalid_content_length"
+        elif raw_length and int(raw_length) > cap:
+            too_large = True
+        elif stream is not None and (raw_length or environ.get("wsgi.input_terminated")):
+            limit = int(raw_length) if raw_length else cap + 1
+            body = stream.read(min(limit, cap + 1))
+            if len(body) > cap:
+                too_large = True
+                environ["wsgi.input"] = io.BufferedReader(_ChainedInput(body, stream))
+            else:
+                environ["wsgi.input"] = io.BytesIO(body)
+                environ["CONTENT_LENGTH"] = str(len(body))
+        raw_uri = environ.get("RAW_URI") or environ.get("REQUEST_URI")
+        raw_path = raw_uri.split("?", 1)[0].encode("latin-1") if isinstance(raw_uri, str) else None
+        return RequestFacts(
+            method=environ.get("REQUEST_METHOD", "GET"),
+            scheme=environ.get("wsgi.url_scheme", "http"),
+            path=environ.get("PATH_INFO", "") or "/",
+            raw_path=raw_path,
+            query=environ.get("QUERY_STRING", ""),
+            headers=headers,
+            peer=environ.get("REMOTE_ADDR") or None,
+            http_version=str(environ.get("SERVER_PROTOCOL", "HTTP/1.1")).removeprefix("HTTP/"),
+            body=None if too_large else body,
+            body_too_large=too_large,
+            framing_error=framing,
+        )
+
+    def _starter(self, start_response: StartResponse, decision: Decision) -> StartResponse:
+        guard = self.guard
+
+        def starter(status: str, headers: list[tuple[str, str]], exc_info: ExcInfo | None = None) -> Any:
+            merged = guard.merge_response_headers(list(headers), decision)
+            if exc_info is not None:
+                return start_response(status, merged, exc_info)
+            return start_response(status, merged)
+
+        return starter
+
+
+def _problem(start_response: StartResponse, response: ProblemResponse) -> list[bytes]:
+    phrase = HTTPStatus(response.status).phrase
+    start_response(f"{response.status} {phrase}", list(response.headers))
+    return [response.body]

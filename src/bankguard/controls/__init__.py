@@ -1,0 +1,52 @@
+"""The checks of the decision core, one module per control.
+
+A check is a small object with a ``name`` (the control, as named in the policy and
+the audit event), a ``mode`` (``enforce`` or ``report``) and ``run(facts, state)``.
+``run`` raises :class:`~bankguard.errors.Denied` to refuse, records what it
+established on ``state``, and returns either None or a generator that yields
+store operations (:mod:`bankguard.stores`) and receives their results. The guard
+drives that generator with a sync store under WSGI and an async one under ASGI,
+so the decision logic is written once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ..decision import ANONYMOUS, Operation, Principal
+from ..policy import Mode
+from ..request import RequestFacts
+from ..stores import StoreOp
+
+#: What a check that needs a store returns.
+StoreFlow = Generator[StoreOp, Any, None]
+
+
+@dataclass(slots=True)
+class Credentials:
+    """The credentials found in the Authorization header (syntax checked, not verified)."""
+
+    scheme: str
+    token: str = field(repr=False)
+
+
+@dataclass(slots=True)
+class State:
+    """What the checks establish about one request as the pipeline runs."""
+
+    interaction_id: str
+    interaction_id_generated: bool = True
+    client_address: str | None = None
+    operation: Operation | None = None
+    path_params: dict[str, str] = field(default_factory=dict)
+    credentials: Credentials | None = None
+    principal: Principal = ANONYMOUS
+
+
+class Check(Protocol):
+    name: str
+    mode: Mode
+
+    def run(self, facts: RequestFacts, state: State) -> StoreFlow | None: ...

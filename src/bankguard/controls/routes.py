@@ -1,0 +1,110 @@
+"""Operation matching: which declared operation does this request address?
+
+Deny by default (OWASP API5/API9): a path that matches no declared template → 404;
+a path that exists with another method → 405 with ``Allow`` (RFC 9110 §15.5.6).
+``HEAD`` is admitted where ``GET`` is declared (RFC 9110 §9.3.2), so HEAD never
+reaches an operation without GET's checks. Templates are compiled once; static
+paths are a dictionary lookup. Matching uses the decoded path, the same one the
+application's router sees; :mod:`.request` has already refused paths whose raw
+and decoded forms could route differently.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from ..decision import Operation
+from ..errors import MethodNotAllowed, NotFound
+from ..policy import RouteSpec, RoutesPolicy
+from ..request import RequestFacts
+from . import State
+
+_PARAM = re.compile(r"\{([^{}/]*)\}")
+
+
+@dataclass(frozen=True, slots=True)
+class _Template:
+    regex: re.Pattern[str]
+    methods: Mapping[str, Operation]
+
+
+def compile_template(path: str) -> re.Pattern[str]:
+    """``/accounts/{AccountId}`` → a regex whose groups are the parameters (one non-empty segment each)."""
+    out = []
+    pos = 0
+    for i, m in enumerate(_PARAM.finditer(path)):
+        out.append(re.escape(path[pos : m.start()]))
+        out.append(f"(?P<p{i}>[^/]+)")
+        pos = m.end()
+    out.append(re.escape(path[pos:]))
+    return re.compile("^" + "".join(out) + "$")
+
+
+def _operation(spec: RouteSpec) -> Operation:
+    return Operation(id=spec.operation_id, method=spec.method, path=spec.path, public=spec.public)
+
+
+class RouteTable:
+    """All declared operations, compiled once."""
+
+    def __init__(self, specs: tuple[RouteSpec, ...]) -> None:
+        static: dict[str, dict[str, Operation]] = {}
+        templated: dict[str, dict[str, Operation]] = {}
+        self._names: dict[str, list[str]] = {}
+        for spec in specs:
+            target = templated if _PARAM.search(spec.path) else static
+            target.setdefault(spec.path, {})[spec.method] = _operation(spec)
+            self._names[spec.path] = _PARAM.findall(spec.path)
+        self._static = static
+        # Literal segments beat parameters: sort templates by their number of parameters.
+        self._templates = [
+            (path, _Template(compile_template(path), methods))
+            for path, methods in sorted(templated.items(), key=lambda kv: len(_PARAM.findall(kv[0])))
+        ]
+
+    def match(self, method: str, path: str) -> tuple[Operation, dict[str, str]] | None:
+        """The operation and its path parameters; raises 405 when only the method is wrong."""
+        methods: Mapping[str, Operation] | None = self._static.get(path)
+        params: dict[str, str] = {}
+        if methods is None:
+            for template_path, template in self._templates:
+                m = template.regex.match(path)
+                if m is not None:
+                    methods = template.methods
+                    names = self._names[template_path]
+                    params = {names[i]: v for i, v in enumerate(m.groups())}
+                    break
+        if methods is None:
+            return None
+        op = methods.get(method)
+        if op is None and method == "HEAD":
+            op = methods.get("GET")
+        if op is None:
+            allowed = sorted({*methods, *(["HEAD"] if "GET" in methods else [])})
+            raise MethodNotAllowed("routes.method_not_allowed", allowed=allowed)
+        return op, params
+
+
+class RouteCheck:
+    name = "routes"
+
+    def __init__(self, policy: RoutesPolicy) -> None:
+        self.mode = policy.mode
+        self.deny_undeclared = policy.undeclared == "deny"
+        self.table = RouteTable(policy.operations)
+
+    def run(self, facts: RequestFacts, state: State) -> None:
+        try:
+            found = self.table.match(facts.method, facts.path)
+        except MethodNotAllowed:
+            if self.deny_undeclared:
+                raise
+            return None
+        if found is None:
+            if self.deny_undeclared:
+                raise NotFound("routes.undeclared_operation")
+            return None
+        state.operation, state.path_params = found
+        return None

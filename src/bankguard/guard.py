@@ -1,0 +1,296 @@
+"""The decision core: an ordered pipeline of checks turning RequestFacts into a Decision.
+
+The pipeline is one generator, :meth:`Guard.flow`. Checks that need shared state
+yield store operations through it; :meth:`Guard.decide` drives it with a sync store
+(WSGI) and :meth:`Guard.adecide` with an async store (ASGI). The decision logic exists
+once. This module imports no web framework and does no I/O of its own.
+
+Order (STANDARDS §0, "recommended evaluation order"): interaction id, request
+hygiene and size limits, operation match, credentials. Later controls (certificates,
+tokens, binding, scopes, rate limits, contract) slot in after these.
+
+Fail closed: an exception escaping a check is logged with its traceback on the
+``bankguard`` logger and turns into a 503 problem (:class:`~bankguard.errors.InternalFault`),
+never a 500 and never an allow. A check in ``report`` mode that would deny (or fails)
+is recorded on the audit event and the request continues.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import time
+import uuid
+from collections.abc import Generator, Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+from .audit import AuditEvent, Sink, emit, resolve_sink
+from .controls import Check, State
+from .controls.auth import AuthCheck
+from .controls.interaction import InteractionIdCheck
+from .controls.request import RequestCheck
+from .controls.routes import RouteCheck
+from .decision import Decision, SecurityContext
+from .errors import Denied, InternalFault
+from .policy import Network, Policy
+from .problem import ProblemRenderer, ProblemResponse, Scheme
+from .request import RequestFacts
+from .stores import AsyncStore, MemoryStore, StoreFailure, StoreOp, SyncStore
+
+log = logging.getLogger("bankguard")
+
+#: Response headers bankguard never lets through (RFC 9440 §2.2-2.3, FWD-06).
+STRIPPED_RESPONSE_HEADERS = frozenset({"client-cert", "client-cert-chain"})
+
+Flow = Generator[StoreOp, Any, Decision]
+
+
+def default_checks(policy: Policy) -> list[Check]:
+    """The built-in checks, in evaluation order."""
+    return [
+        InteractionIdCheck(policy.interaction_id),
+        RequestCheck(policy.request),
+        RouteCheck(policy.routes),
+        AuthCheck(policy.auth),
+    ]
+
+
+def client_address(peer: str | None, forwarded_for: list[str], trusted: tuple[Network, ...]) -> str | None:
+    """The client's address: the peer, unless the peer is a trusted proxy.
+
+    Then ``X-Forwarded-For`` is walked from the right, skipping trusted proxies; the
+    first address not in ``trusted`` is the client. Entries a client could have
+    written (left of that) are never used. Unparseable entries end the walk.
+    """
+    if peer is None or not trusted or not _in(peer, trusted):
+        return peer
+    hops = [h.strip() for line in forwarded_for for h in line.split(",")]
+    current = peer
+    for hop in reversed(hops):
+        if not _in(current, trusted):
+            break
+        try:
+            ipaddress.ip_address(hop)
+        except ValueError:
+            break
+        current = hop
+    return current
+
+
+def _in(address: str, networks: tuple[Network, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in net for net in networks)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class Guard:
+    """Decides about requests under one policy. Build once; thread- and task-safe.
+
+    :param policy: the policy.
+    :param checks: the pipeline; defaults to :func:`default_checks`. Extra checks
+        follow the :class:`~bankguard.controls.Check` protocol.
+    :param sink: where audit events go; defaults to the policy's ``audit.sink``.
+    :param store: store used by checks that need shared state; defaults to a
+        process-local :class:`~bankguard.stores.MemoryStore`.
+    """
+
+    def __init__(
+        self,
+        policy: Policy,
+        *,
+        checks: Sequence[Check] | None = None,
+        sink: Sink | None = None,
+        store: SyncStore | AsyncStore | None = None,
+    ) -> None:
+        self.policy = policy
+        self.checks: tuple[Check, ...] = tuple(default_checks(policy) if checks is None else checks)
+        self.sink: Sink = sink if sink is not None else resolve_sink(policy.audit)
+        self.store = store if store is not None else MemoryStore()
+        self.interaction_header = policy.interaction_id.header
+        self.renderer = ProblemRenderer(
+            type_base=policy.problems.type_base,
+            schemes=(Scheme("Bearer", (("realm", policy.auth.realm),)),),
+            interaction_header=self.interaction_header,
+        )
+        extra: list[tuple[str, str]] = [("cache-control", policy.response_headers.cache_control)]
+        if policy.response_headers.nosniff:
+            extra.append(("x-content-type-options", "nosniff"))
+        self._defaults = tuple(extra)
+
+    def __repr__(self) -> str:
+        return f"Guard(checks={[c.name for c in self.checks]!r})"
+
+    # -- the pipeline ----------------------------------------------------------------
+
+    def flow(self, facts: RequestFacts) -> Flow:
+        """The decision as a generator of store operations; returns the Decision."""
+        started = time.perf_counter()
+        state = State(interaction_id=str(uuid.uuid4()))
+        denial: Denied | None = None
+        reports: list[Denied] = []
+        try:
+            state.client_address = client_address(
+                facts.peer, facts.headers.get_all("x-forwarded-for"), self.policy.trusted_proxies
+            )
+        except Exception:  # pragma: no cover - defensive: addresses are validated above
+            log.exception("bankguard: client address resolution failed")
+        for check in self.checks:
+            try:
+                sub = check.run(facts, state)
+                if sub is not None:
+                    yield from sub
+            except Denied as exc:
+                exc.control = check.name
+                if exc.scheme is None and state.credentials is not None:
+                    exc.scheme = state.credentials.scheme
+                if check.mode == "report":
+                    reports.append(exc)
+                    continue
+                denial = exc
+                break
+            except Exception as exc:
+                kind = "store_failure" if isinstance(exc, StoreFailure) else "internal_error"
+                log.exception("bankguard: check %r failed (%s)", check.name, kind)
+                fault = InternalFault(f"{check.name}.{kind}")
+                fault.control = check.name
+                if check.mode == "report":
+                    reports.append(fault)
+                    continue
+                denial = fault
+                break
+        return self._finish(facts, state, denial, reports, started)
+
+    def _finish(
+        self,
+        facts: RequestFacts,
+        state: State,
+        denial: Denied | None,
+        reports: list[Denied],
+        started: float,
+    ) -> Decision:
+        context = SecurityContext(
+            principal=state.principal,
+            operation=state.operation,
+            interaction_id=state.interaction_id,
+            path_params=state.path_params,
+        )
+        first = denial or (reports[0] if reports else None)
+        principal = state.principal
+        event = AuditEvent(
+            time=_now(),
+            outcome="deny" if denial else ("report" if reports else "allow"),
+            status=first.status if first else None,
+            control=first.control if first else None,
+            reason=first.reason if first else None,
+            interaction_id=state.interaction_id,
+            interaction_id_generated=state.interaction_id_generated,
+            method=facts.method[:16],
+            path=facts.path[:512],
+            operation=state.operation.id if state.operation else None,
+            peer=facts.peer,
+            client_address=state.client_address,
+            client_id=principal.client_id,
+            tpp_id=principal.tpp_id,
+            subject=principal.subject,
+            reports=tuple(f"{r.control}:{r.reason}" for r in reports),
+            duration_ms=round((time.perf_counter() - started) * 1000, 3),
+        )
+        emit(self.sink, event)
+        return Decision(
+            allowed=denial is None,
+            context=context,
+            response_headers=((self.interaction_header, state.interaction_id), *self._defaults),
+            event=event,
+            denial=denial,
+        )
+
+    # -- drivers ---------------------------------------------------------------------
+
+    def decide(self, facts: RequestFacts, store: SyncStore | None = None) -> Decision:
+        """Run the pipeline with a sync store (WSGI, tests)."""
+        target = store if store is not None else self.store
+        gen = self.flow(facts)
+        try:
+            op = next(gen)
+            while True:
+                try:
+                    result = target.execute(op)  # type: ignore[union-attr]
+                except Exception as exc:
+                    op = gen.throw(StoreFailure(f"{type(exc).__name__} during {type(op).__name__}"))
+                else:
+                    op = gen.send(result)
+        except StopIteration as stop:
+            decision: Decision = stop.value
+            return decision
+
+    async def adecide(self, facts: RequestFacts, store: AsyncStore | None = None) -> Decision:
+        """Run the pipeline with an async store (ASGI)."""
+        target = store if store is not None else self.store
+        gen = self.flow(facts)
+        try:
+            op = next(gen)
+            while True:
+                try:
+                    result = await target.aexecute(op)  # type: ignore[union-attr]
+                except Exception as exc:
+                    op = gen.throw(StoreFailure(f"{type(exc).__name__} during {type(op).__name__}"))
+                else:
+                    op = gen.send(result)
+        except StopIteration as stop:
+            decision: Decision = stop.value
+            return decision
+
+    # -- responses -------------------------------------------------------------------
+
+    def problem(self, decision: Decision, *, head: bool = False) -> ProblemResponse:
+        """The error response of a denied decision."""
+        if decision.denial is None:
+            raise ValueError("the decision allows the request")
+        return self.renderer.render(decision.denial, decision.interaction_id, head=head)
+
+    def fault(self, reason: str, *, head: bool = False) -> ProblemResponse:
+        """A fail-closed 503 for a failure outside the pipeline (e.g. in an adapter)."""
+        interaction_id = self.fault_event(reason, status=503)
+        return self.renderer.render(InternalFault(reason), interaction_id, head=head)
+
+    def fault_event(self, reason: str, *, status: int) -> str:
+        """Audit a refusal decided by an adapter itself; returns the interaction id used."""
+        interaction_id = str(uuid.uuid4())
+        emit(
+            self.sink,
+            AuditEvent(
+                time=_now(),
+                outcome="deny",
+                status=status,
+                control="adapter",
+                reason=reason,
+                interaction_id=interaction_id,
+                interaction_id_generated=True,
+                method="",
+                path="",
+                operation=None,
+                peer=None,
+                client_address=None,
+            ),
+        )
+        return interaction_id
+
+    def merge_response_headers(
+        self, headers: list[tuple[str, str]], decision: Decision
+    ) -> list[tuple[str, str]]:
+        """The app's response headers plus bankguard's: the interaction id is set (replacing any
+        the app set), defaults are added when absent, ``Client-Cert*`` fields are dropped."""
+        iid = self.interaction_header
+        out = [(k, v) for k, v in headers if k.lower() not in STRIPPED_RESPONSE_HEADERS and k.lower() != iid]
+        present = {k.lower() for k, _ in out}
+        for name, value in decision.response_headers:
+            if name == iid or name not in present:
+                out.append((name, value))
+        return out

@@ -1,0 +1,300 @@
+"""The policy: one frozen tree of keyword-only dataclasses.
+
+Build it in Python (``Policy(routes=RoutesPolicy(...))``), from a mapping
+(:meth:`Policy.from_dict`) or from YAML (:meth:`Policy.from_yaml`). All parsing and
+validation happens here, at load time; an invalid policy raises
+:class:`~bankguard.errors.ConfigurationError` naming the YAML path of every bad key.
+After construction a policy never changes and is shared by all threads and tasks.
+
+Every control section has ``mode: enforce | report``. In ``report`` mode the control
+decides and writes its verdict to the audit event but does not block the request,
+so a control can be rolled out gradually. There is no setting that turns a check off.
+
+See ``docs/policy.md`` for every key with its type, default and effect.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import logging
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import IO, Any, Literal
+
+from ._config import Invalid, build, option, parse_networks, parse_size
+from .audit import AuditEvent
+from .errors import ConfigProblem, ConfigurationError
+
+log = logging.getLogger("bankguard")
+
+Mode = Literal["enforce", "report"]
+#: Regulatory presets. See ``docs/policy.md#profile`` for what each one changes.
+Profile = Literal["generic", "fapi2", "fapi1-adv", "obie", "nextgenpsd2"]
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+AuditSink = Callable[[AuditEvent], None]
+
+_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")  # RFC 9110 §5.6.2 token
+_PARAM = re.compile(r"\{([^{}/]*)\}")
+_PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
+_AUTH_PARAM_VALUE = re.compile(r"^[\x20\x21\x23-\x5b\x5d-\x7e]*$")  # RFC 6750 §3
+
+
+def _section(cls: type[Any]) -> Any:
+    return field(default_factory=cls)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RequestPolicy:
+    """Request hygiene: size caps, request-target sanity, method overrides.
+
+    Applies to every request, declared or not, before anything else is parsed
+    (OWASP API4; RFC 6585 §5; RFC 9110 §15.5.14).
+    """
+
+    mode: Mode = "enforce"
+    #: Total size of all header field lines; beyond it: 431.
+    max_header_bytes: int = option(32 * 1024, parse=parse_size)
+    #: Size of any one header field line; beyond it: 431.
+    max_header_field_bytes: int = option(16 * 1024, parse=parse_size)
+    #: Request body cap, enforced while reading (also for chunked bodies); beyond it: 413.
+    max_body_bytes: int = option(1024 * 1024, parse=parse_size)
+    #: Path plus query string; beyond it: 414.
+    max_target_bytes: int = option(8 * 1024, parse=parse_size)
+
+    def __post_init__(self) -> None:
+        if self.max_header_field_bytes > self.max_header_bytes:
+            raise ConfigurationError("must not exceed max_header_bytes", path="max_header_field_bytes")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RouteSpec:
+    """One declared operation."""
+
+    #: HTTP method, e.g. ``GET``. ``GET`` also admits ``HEAD`` (RFC 9110 §9.3.2).
+    method: str
+    #: Path template, e.g. ``/accounts/{AccountId}``. Parameters match one non-empty segment.
+    path: str
+    #: Operation id used in audit events; defaults to ``"<METHOD> <path>"``.
+    id: str | None = None
+    #: A public operation needs no credentials. Default false: deny unless declared open.
+    public: bool = False
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not _TOKEN.match(self.method) or self.method != self.method.upper():
+            problems.append(ConfigProblem("method", f"{self.method!r} is not an upper-case HTTP method"))
+        problems.extend(ConfigProblem("path", m) for m in _template_problems(self.path))
+        if problems:
+            raise ConfigurationError(problems)
+        if self.id is None:
+            object.__setattr__(self, "id", f"{self.method} {self.path}")
+
+    @property
+    def operation_id(self) -> str:
+        return self.id or f"{self.method} {self.path}"
+
+
+def _template_problems(path: str) -> list[str]:
+    if not path.startswith("/"):
+        return [f"{path!r} must start with '/'"]
+    problems = []
+    names: set[str] = set()
+    for segment in path.split("/")[1:]:
+        if segment in (".", ".."):
+            problems.append(f"{path!r} contains a dot segment")
+        for name in _PARAM.findall(segment):
+            if not _PARAM_NAME.match(name):
+                problems.append(f"{path!r}: parameter name {name!r} is not valid")
+            elif name in names:
+                problems.append(f"{path!r}: parameter {name!r} appears twice")
+            names.add(name)
+        if _PARAM.sub("", segment).count("{") or _PARAM.sub("", segment).count("}"):
+            problems.append(f"{path!r}: unbalanced braces in {segment!r}")
+    return problems
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RoutesPolicy:
+    """The operations this API exposes (OWASP API5/API9: deny by default)."""
+
+    mode: Mode = "enforce"
+    #: What happens to a request that matches no declared operation: ``deny`` (404/405) or ``allow``.
+    undeclared: Literal["deny", "allow"] = "deny"
+    operations: tuple[RouteSpec, ...] = ()
+
+    def __post_init__(self) -> None:
+        seen: dict[tuple[str, str], int] = {}
+        ids: dict[str, int] = {}
+        problems = []
+        for i, op in enumerate(self.operations):
+            key = (op.method, _PARAM.sub("{}", op.path))
+            if key in seen:
+                problems.append(
+                    ConfigProblem(
+                        f"operations[{i}]", f"{op.method} {op.path} repeats operations[{seen[key]}]"
+                    )
+                )
+            seen.setdefault(key, i)
+            if op.operation_id in ids:
+                problems.append(
+                    ConfigProblem(
+                        f"operations[{i}].id",
+                        f"id {op.operation_id!r} repeats operations[{ids[op.operation_id]}]",
+                    )
+                )
+            ids.setdefault(op.operation_id, i)
+        if problems:
+            raise ConfigurationError(problems)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class AuthPolicy:
+    """How credentials are read from the request (RFC 6750 §2, RFC 9110 §11)."""
+
+    mode: Mode = "enforce"
+    #: ``realm`` of the ``WWW-Authenticate`` challenges.
+    realm: str = "api"
+
+    def __post_init__(self) -> None:
+        if not self.realm or not _AUTH_PARAM_VALUE.match(self.realm):
+            raise ConfigurationError(
+                "must be non-empty printable ASCII without '\"' or '\\' (RFC 6750 §3)", path="realm"
+            )
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class InteractionIdPolicy:
+    """The correlation id echoed on every response (FAPI 1.0 Baseline §6.2.1 item 11)."""
+
+    mode: Mode = "enforce"
+    #: Request and response header carrying the id.
+    header: str = "x-fapi-interaction-id"
+    #: An id that is not an RFC 4122 UUID is ``replace``d by a fresh one, or ``reject``ed with 400.
+    #: Default: ``reject`` under the ``fapi1-adv`` and ``obie`` profiles, ``replace`` otherwise.
+    invalid: Literal["replace", "reject"] | None = None
+
+    def __post_init__(self) -> None:
+        if not _TOKEN.match(self.header):
+            raise ConfigurationError(f"{self.header!r} is not a header name", path="header")
+        object.__setattr__(self, "header", self.header.lower())
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ResponseHeadersPolicy:
+    """Headers added to every response that does not already carry them (OWASP API8)."""
+
+    #: ``Cache-Control`` for responses; bank data must not be cached (RFC 9440 §2.4).
+    cache_control: str = "no-store"
+    #: Add ``X-Content-Type-Options: nosniff``.
+    nosniff: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.cache_control or any(c in self.cache_control for c in "\r\n\x00"):
+            raise ConfigurationError("must be a non-empty single-line value", path="cache_control")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ProblemsPolicy:
+    """How error responses (RFC 9457 problem details) are rendered."""
+
+    #: Prefix of every problem ``type`` URI; the problem's slug is appended.
+    #: Point it at your developer portal's copy of ``docs/errors.md``.
+    type_base: str = "https://bankguard.dev/problems/"
+
+    def __post_init__(self) -> None:
+        if not re.match(r"^(https?://|urn:|tag:)[\x21-\x7e]*$", self.type_base):
+            raise ConfigurationError("must be an absolute http(s), urn: or tag: URI prefix", path="type_base")
+
+
+def _parse_sink(value: object, path: str) -> object:
+    if callable(value):
+        return value
+    if isinstance(value, str) and (value == "logging" or re.match(r"^[\w.]+:[\w.]+$", value)):
+        return value
+    raise Invalid(path, f"expected 'logging' or 'package.module:callable', got {value!r}")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class AuditPolicy:
+    """Where decision events go. One event is written for every decision."""
+
+    #: ``logging`` (JSON lines through :mod:`logging`), ``package.module:callable``
+    #: (imported at load time), or, from Python, any callable taking an AuditEvent.
+    sink: str | AuditSink = option("logging", parse=_parse_sink)
+    #: Logger name for the ``logging`` sink.
+    logger: str = "bankguard.audit"
+
+
+_PROFILE_REJECTS_BAD_INTERACTION_ID = {"fapi1-adv", "obie"}
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Policy:
+    """The whole bankguard configuration. Frozen; build once, share everywhere."""
+
+    #: Regulatory preset that chooses secure defaults for keys left unset.
+    profile: Profile = "generic"
+    #: Networks of the reverse proxies whose forwarding headers are believed. Empty: none.
+    trusted_proxies: tuple[Network, ...] = option((), parse=parse_networks)
+    request: RequestPolicy = _section(RequestPolicy)
+    routes: RoutesPolicy = _section(RoutesPolicy)
+    auth: AuthPolicy = _section(AuthPolicy)
+    interaction_id: InteractionIdPolicy = _section(InteractionIdPolicy)
+    response_headers: ResponseHeadersPolicy = _section(ResponseHeadersPolicy)
+    problems: ProblemsPolicy = _section(ProblemsPolicy)
+    audit: AuditPolicy = _section(AuditPolicy)
+
+    def __post_init__(self) -> None:
+        problems = []
+        for i, op in enumerate(self.routes.operations):
+            if not op.public:
+                problems.append(
+                    ConfigProblem(
+                        f"routes.operations[{i}].public",
+                        f"{op.method} {op.path} is not public, so it needs token verification, "
+                        "which this policy does not configure; declare it public: true",
+                    )
+                )
+        if problems:
+            raise ConfigurationError(problems)
+        if self.interaction_id.invalid is None:
+            mode: Literal["replace", "reject"] = (
+                "reject" if self.profile in _PROFILE_REJECTS_BAD_INTERACTION_ID else "replace"
+            )
+            object.__setattr__(self, "interaction_id", dataclasses.replace(self.interaction_id, invalid=mode))
+        if self.routes.undeclared == "allow":
+            log.warning("policy: routes.undeclared is 'allow'; undeclared operations are not denied")
+        for name in ("request", "routes", "auth", "interaction_id"):
+            if getattr(self, name).mode == "report":
+                log.warning("policy: %s runs in report mode; its denials are logged, not enforced", name)
+
+    # -- loading ----------------------------------------------------------------------
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> Policy:
+        """Build a policy from plain data (as parsed from YAML or JSON)."""
+        return build(cls, data, "")
+
+    @classmethod
+    def from_yaml(cls, source: str | os.PathLike[str] | IO[str]) -> Policy:
+        """Load a policy from a YAML file (a path or an open text file)."""
+        if isinstance(source, (str, os.PathLike)):
+            with open(source, encoding="utf-8") as fh:
+                return cls.from_yaml_text(fh.read())
+        return cls.from_yaml_text(source.read())
+
+    @classmethod
+    def from_yaml_text(cls, text: str) -> Policy:
+        """Load a policy from YAML text."""
+        from ._yaml import load_strict
+
+        return cls.from_dict(load_strict(text))
+
+    def summary(self) -> str:
+        """A one-screen description of what this policy enforces."""
+        from ._summary import summarise
+
+        return summarise(self)

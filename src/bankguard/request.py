@@ -1,0 +1,107 @@
+"""The sans-IO view of a request that every check reads.
+
+:class:`RequestFacts` holds what an HTTP request looked like when it reached the
+process: method, path, query, header field lines, the direct peer address and the
+body (already bounded by the adapter). It reads no socket and imports no web
+framework; :mod:`bankguard.adapters.asgi` and :mod:`bankguard.adapters.wsgi` fill it.
+
+Header names are lower-cased; values are the latin-1 decoding of the raw bytes, so
+every byte survives the round trip and nothing is normalised away. Under ASGI each
+field line is kept separately, so duplicates can be detected (RFC 9110 §5.3).
+WSGI servers merge repeated fields into one comma-separated value before the
+application sees them; checks that care about duplicates account for that.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+
+class Headers:
+    """Immutable, ordered header field lines with case-insensitive lookup."""
+
+    __slots__ = ("_index", "_items", "_largest", "_size")
+
+    def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
+        self._items: tuple[tuple[str, str], ...] = tuple((k.lower(), v) for k, v in items)
+        index: dict[str, list[str]] = {}
+        size = largest = 0
+        for k, v in self._items:
+            index.setdefault(k, []).append(v)
+            line = len(k) + len(v) + 4  # "name: value\r\n"
+            size += line
+            if line > largest:
+                largest = line
+        self._index = index
+        self._size = size
+        self._largest = largest
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        """The first value of ``name``, or ``default``."""
+        values = self._index.get(name)
+        return values[0] if values else default
+
+    def get_all(self, name: str) -> list[str]:
+        """Every value of ``name`` (one per field line), in order."""
+        return list(self._index.get(name, ()))
+
+    def count(self, name: str) -> int:
+        return len(self._index.get(name, ()))
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._index
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def names(self) -> Iterable[str]:
+        return self._index.keys()
+
+    @property
+    def size(self) -> int:
+        """Bytes of all field lines as sent on the wire (approximately, HTTP/1.1 framing)."""
+        return self._size
+
+    @property
+    def largest_line(self) -> int:
+        return self._largest
+
+    def __repr__(self) -> str:
+        # Values may hold credentials: never print them.
+        return f"Headers(names={sorted(self._index)!r})"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RequestFacts:
+    """What the checks see of one request. Built by an adapter, never mutated."""
+
+    #: Request method as sent (not upper-cased: RFC 9110 §9.1 methods are case-sensitive).
+    method: str
+    #: ``http`` or ``https`` as the server saw it (behind a proxy: the proxy's hop).
+    scheme: str = "http"
+    #: Decoded path, the one the application routes on (ASGI ``path``, WSGI ``PATH_INFO``).
+    path: str = "/"
+    #: Path bytes as received, when the server provides them (ASGI ``raw_path``).
+    raw_path: bytes | None = None
+    #: Query string as received, undecoded.
+    query: str = ""
+    headers: Headers = field(default_factory=Headers)
+    #: IP address of the direct peer (the proxy, when there is one), or None.
+    peer: str | None = None
+    http_version: str = "1.1"
+    #: The buffered body, or None when there is none or it was not buffered.
+    body: bytes | None = None
+    #: The body exceeded the configured cap (it was then not fully buffered).
+    body_too_large: bool = False
+    #: The adapter found the body framing invalid (e.g. a bad Content-Length).
+    framing_error: str | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"RequestFacts(method={self.method!r}, path={self.path!r}, peer={self.peer!r}, "
+            f"headers={self.headers!r})"
+        )

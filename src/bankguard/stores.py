@@ -1,0 +1,130 @@
+"""Shared state for checks, as small operations a driver executes.
+
+A check never calls a store itself. It *yields* one of the operations below and
+receives the result, so the same check runs under a sync driver (WSGI, through
+:meth:`SyncStore.execute`) and an async one (ASGI, through
+:meth:`AsyncStore.aexecute`) — the pattern of httpx's ``Auth.auth_flow``.
+
+:class:`MemoryStore` serves both faces within one process. It is bounded: when
+``max_entries`` is reached the entries closest to expiry are evicted first, so a
+flood of unique keys cannot exhaust memory (OWASP API4).
+
+A failing store raises :class:`StoreFailure` *into* the check's generator; a check
+that does not handle it fails closed (503).
+"""
+
+from __future__ import annotations
+
+import heapq
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from .errors import BankGuardError
+
+
+@dataclass(frozen=True, slots=True)
+class Incr:
+    """Add ``amount`` to the counter at ``key`` (created at 0 with ``ttl`` seconds); returns the new value."""
+
+    key: str
+    ttl: float
+    amount: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class SetIfAbsent:
+    """Store ``value`` at ``key`` for ``ttl`` seconds unless present; returns True if stored."""
+
+    key: str
+    value: str
+    ttl: float
+
+
+@dataclass(frozen=True, slots=True)
+class Get:
+    """Return the value at ``key``, or None."""
+
+    key: str
+
+
+StoreOp = Incr | SetIfAbsent | Get
+
+
+class StoreFailure(BankGuardError):
+    """The store could not execute an operation (unreachable, timed out, refused)."""
+
+
+class SyncStore(Protocol):
+    def execute(self, op: StoreOp) -> object: ...
+
+
+class AsyncStore(Protocol):
+    async def aexecute(self, op: StoreOp) -> object: ...
+
+
+class MemoryStore:
+    """Process-local store with TTLs and a size bound. Thread-safe; never blocks on I/O."""
+
+    def __init__(self, *, max_entries: int = 100_000, clock: Callable[[], float] = time.monotonic) -> None:
+        if max_entries <= 0:
+            raise ValueError("max_entries must be positive")
+        self.max_entries = max_entries
+        self._clock = clock
+        self._data: dict[str, tuple[float, object]] = {}
+        self._expiries: list[tuple[float, str]] = []
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def _live(self, key: str, now: float) -> object | None:
+        item = self._data.get(key)
+        if item is None:
+            return None
+        if item[0] <= now:
+            del self._data[key]
+            return None
+        return item[1]
+
+    def _put(self, key: str, value: object, ttl: float, now: float) -> None:
+        expires = now + ttl
+        self._data[key] = (expires, value)
+        heapq.heappush(self._expiries, (expires, key))
+        self._evict(now)
+
+    def _evict(self, now: float) -> None:
+        heap, data = self._expiries, self._data
+        while heap and (heap[0][0] <= now or len(data) > self.max_entries):
+            expires, key = heapq.heappop(heap)
+            item = data.get(key)
+            if item is not None and item[0] == expires:
+                del data[key]
+        if len(heap) > 4 * self.max_entries:  # stale heap entries from overwritten keys
+            self._expiries = [(e, k) for k, (e, _) in data.items()]
+            heapq.heapify(self._expiries)
+
+    def execute(self, op: StoreOp) -> object:
+        with self._lock:
+            now = self._clock()
+            if isinstance(op, Get):
+                return self._live(op.key, now)
+            if isinstance(op, SetIfAbsent):
+                if self._live(op.key, now) is not None:
+                    return False
+                self._put(op.key, op.value, op.ttl, now)
+                return True
+            if isinstance(op, Incr):
+                current = self._live(op.key, now)
+                if isinstance(current, int):
+                    expires = self._data[op.key][0]
+                    self._data[op.key] = (expires, current + op.amount)
+                    return current + op.amount
+                self._put(op.key, op.amount, op.ttl, now)
+                return op.amount
+            raise TypeError(f"unknown store operation {op!r}")
+
+    async def aexecute(self, op: StoreOp) -> object:
+        return self.execute(op)
