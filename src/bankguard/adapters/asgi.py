@@ -94,7 +94,9 @@ class BankGuardMiddleware:
         too_large = False
         if framing is None and length is not None and length > cap:
             too_large = True
-        elif framing is None and (length or "transfer-encoding" in headers):
+        elif framing is None:
+            # Always read: HTTP/2 and HTTP/3 bodies need no Content-Length, so the cap
+            # must hold for whatever the server delivers.
             chunks: list[bytes] = []
             total = 0
             more = True
