@@ -11,7 +11,7 @@ import ipaddress
 import re
 import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
 from .errors import ConfigProblem, ConfigurationError
@@ -82,36 +82,16 @@ def convert(tp: Any, value: object, path: str, parse: Parser | None = None) -> o
         if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
             raise Invalid(path, f"expected {describe(tp)}, got {type_name(value)}")
         (item,) = get_args(tp)[:1]
-        out, problems = [], []
-        for i, v in enumerate(value):
-            try:
-                out.append(convert(item, v, join(path, i)))
-            except Invalid as exc:
-                problems.append(exc.problem)
-            except ConfigurationError as exc:
-                problems.extend(exc.problems)
-        if problems:
-            raise ConfigurationError(problems)
-        return tuple(out)
+        return tuple(_convert_all(item, enumerate(value), path))
     if origin in (dict, Mapping, typing.Mapping) or tp is dict:
         if not isinstance(value, Mapping):
             raise Invalid(path, f"expected {describe(tp)}, got {type_name(value)}")
         _, vt = get_args(tp)
-        result: dict[str, object] = {}
-        problems = []
-        for k, v in value.items():
-            if not isinstance(k, str):
-                problems.append(ConfigProblem(path, f"key {k!r} must be a string"))
-                continue
-            try:
-                result[k] = convert(vt, v, join(path, k))
-            except Invalid as exc:
-                problems.append(exc.problem)
-            except ConfigurationError as exc:
-                problems.extend(exc.problems)
-        if problems:
-            raise ConfigurationError(problems)
-        return types.MappingProxyType(result)
+        bad = [k for k in value if not isinstance(k, str)]
+        if bad:
+            raise Invalid(path, f"key {bad[0]!r} must be a string")
+        converted = _convert_all(vt, value.items(), path)
+        return types.MappingProxyType(dict(zip(value, converted, strict=True)))
     if dataclasses.is_dataclass(tp) and isinstance(tp, type):
         if dataclasses.is_dataclass(value) and isinstance(value, tp):
             return value
@@ -135,6 +115,22 @@ def convert(tp: Any, value: object, path: str, parse: Parser | None = None) -> o
     if tp is object or tp is Any:
         return value
     raise TypeError(f"no converter for {tp!r} at {path}")  # pragma: no cover
+
+
+def _convert_all(tp: Any, items: Iterable[tuple[Any, object]], path: str) -> list[object]:
+    """Convert every item, collecting the problems of all of them."""
+    out: list[object] = []
+    problems: list[ConfigProblem] = []
+    for key, value in items:
+        try:
+            out.append(convert(tp, value, join(path, key)))
+        except Invalid as exc:
+            problems.append(exc.problem)
+        except ConfigurationError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise ConfigurationError(problems)
+    return out
 
 
 def type_name(value: object) -> str:

@@ -86,6 +86,21 @@ def _in(address: str, networks: tuple[Network, ...]) -> bool:
     return any(ip in net for net in networks)
 
 
+def _step(gen: Flow, result: object, error: StoreFailure | None) -> StoreOp | Decision:
+    """Advance the pipeline by one store operation; the Decision when it is done."""
+    try:
+        if error is not None:
+            return gen.throw(error)
+        return gen.send(result)
+    except StopIteration as stop:
+        decision: Decision = stop.value
+        return decision
+
+
+def _failure(exc: Exception, op: StoreOp) -> StoreFailure:
+    return StoreFailure(f"{type(exc).__name__} during {type(op).__name__}")
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -215,37 +230,31 @@ class Guard:
 
     def decide(self, facts: RequestFacts, store: SyncStore | None = None) -> Decision:
         """Run the pipeline with a sync store (WSGI, tests)."""
-        target = store if store is not None else self.store
+        target: Any = store if store is not None else self.store
         gen = self.flow(facts)
-        try:
-            op = next(gen)
-            while True:
-                try:
-                    result = target.execute(op)  # type: ignore[union-attr]
-                except Exception as exc:
-                    op = gen.throw(StoreFailure(f"{type(exc).__name__} during {type(op).__name__}"))
-                else:
-                    op = gen.send(result)
-        except StopIteration as stop:
-            decision: Decision = stop.value
-            return decision
+        step = _step(gen, None, None)
+        while not isinstance(step, Decision):
+            try:
+                result = target.execute(step)
+            except Exception as exc:
+                step = _step(gen, None, _failure(exc, step))
+            else:
+                step = _step(gen, result, None)
+        return step
 
     async def adecide(self, facts: RequestFacts, store: AsyncStore | None = None) -> Decision:
         """Run the pipeline with an async store (ASGI)."""
-        target = store if store is not None else self.store
+        target: Any = store if store is not None else self.store
         gen = self.flow(facts)
-        try:
-            op = next(gen)
-            while True:
-                try:
-                    result = await target.aexecute(op)  # type: ignore[union-attr]
-                except Exception as exc:
-                    op = gen.throw(StoreFailure(f"{type(exc).__name__} during {type(op).__name__}"))
-                else:
-                    op = gen.send(result)
-        except StopIteration as stop:
-            decision: Decision = stop.value
-            return decision
+        step = _step(gen, None, None)
+        while not isinstance(step, Decision):
+            try:
+                result = await target.aexecute(step)
+            except Exception as exc:
+                step = _step(gen, None, _failure(exc, step))
+            else:
+                step = _step(gen, result, None)
+        return step
 
     # -- responses -------------------------------------------------------------------
 
