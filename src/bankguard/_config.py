@@ -170,10 +170,12 @@ def build(cls: type[T], data: object, path: str = "") -> T:
             problems.append(ConfigProblem(join(path, str(key)), f"unknown key; allowed here: {allowed}"))
     kwargs: dict[str, object] = {}
     types_ = hints(cls)
+    missing = False
     for name, f in fields.items():
         if name not in data:
             if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
                 problems.append(ConfigProblem(join(path, name), "is required"))
+                missing = True
             continue
         try:
             kwargs[name] = convert(types_[name], data[name], join(path, name), f.metadata.get("parse"))
@@ -181,7 +183,7 @@ def build(cls: type[T], data: object, path: str = "") -> T:
             problems.append(exc.problem)
         except ConfigurationError as exc:
             problems.extend(exc.problems)
-    if len(kwargs) + sum(1 for k in fields if k not in data) == len(fields):
+    if not missing and len(kwargs) + sum(1 for k in fields if k not in data) == len(fields):
         # Every present field converted: run the cross-field checks too, so one pass
         # reports unknown keys and contradictions together.
         try:
@@ -193,6 +195,40 @@ def build(cls: type[T], data: object, path: str = "") -> T:
             if not problems:
                 return instance
     raise ConfigurationError(problems)
+
+
+class Section:
+    """Base of every policy dataclass: values are converted and validated on construction,
+    whether the policy comes from YAML or is built in Python. Subclasses put cross-field
+    rules in :meth:`_check` and raise ConfigurationError with paths relative to themselves."""
+
+    __slots__ = ()
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        self._check()
+
+    def _check(self) -> None:
+        return None
+
+
+def check_fields(instance: Any) -> None:
+    """Convert and validate every field of a dataclass instance in place."""
+    problems: list[ConfigProblem] = []
+    types_ = hints(type(instance))
+    for f in dataclasses.fields(instance):
+        value = getattr(instance, f.name)
+        try:
+            new = convert(types_[f.name], value, f.name, f.metadata.get("parse"))
+        except Invalid as exc:
+            problems.append(exc.problem)
+        except ConfigurationError as exc:
+            problems.extend(exc.problems)
+        else:
+            if new is not value:
+                object.__setattr__(instance, f.name, new)
+    if problems:
+        raise ConfigurationError(problems)
 
 
 def _anchor(base: str, rel: str) -> str:
@@ -231,25 +267,40 @@ def parse_size(value: object, path: str) -> int:
     return n
 
 
+#: Shortest prefixes accepted for trusted proxies: anything wider trusts much of the Internet.
+MIN_PROXY_PREFIX = {4: 8, 6: 16}
+
+
 def parse_networks(value: object, path: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
-    """A list of CIDRs or addresses. ``0.0.0.0/0`` and ``::/0`` are refused (CFG-04)."""
+    """A list of CIDRs or addresses (strings or ``ipaddress`` networks).
+
+    Networks wider than /8 (IPv4) or /16 (IPv6), ``0.0.0.0/0`` and ``::/0`` included,
+    are refused: they would let most of the Internet forge forwarding headers (CFG-04).
+    """
     if isinstance(value, str) or not isinstance(value, (list, tuple)):
         raise Invalid(path, f"expected a list of networks such as 10.0.0.0/8, got {type_name(value)}")
     out = []
     problems = []
     for i, item in enumerate(value):
         p = join(path, i)
-        if not isinstance(item, str):
+        if isinstance(item, (ipaddress.IPv4Network, ipaddress.IPv6Network)):
+            net = item
+        elif isinstance(item, str):
+            try:
+                net = ipaddress.ip_network(item.strip(), strict=True)
+            except ValueError as exc:
+                problems.append(ConfigProblem(p, f"{item!r} is not a network: {exc}"))
+                continue
+        else:
             problems.append(ConfigProblem(p, f"expected a network such as 10.0.0.0/8, got {type_name(item)}"))
             continue
-        try:
-            net = ipaddress.ip_network(item.strip(), strict=True)
-        except ValueError as exc:
-            problems.append(ConfigProblem(p, f"{item!r} is not a network: {exc}"))
-            continue
-        if net.prefixlen == 0:
+        if net.prefixlen < MIN_PROXY_PREFIX[net.version]:
             problems.append(
-                ConfigProblem(p, f"{item!r} would trust every address; list your proxies' networks")
+                ConfigProblem(
+                    p,
+                    f"{str(net)!r} is too wide to trust (shorter than /{MIN_PROXY_PREFIX[net.version]}); "
+                    "list your proxies' networks",
+                )
             )
             continue
         out.append(net)

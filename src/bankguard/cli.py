@@ -21,6 +21,9 @@ def check_policy(path: str) -> int:
     except FileNotFoundError:
         print(f"{path}: no such file", file=sys.stderr)
         return 2
+    except (OSError, UnicodeDecodeError) as exc:
+        print(f"{path}: cannot read: {exc}", file=sys.stderr)
+        return 2
     except ConfigurationError as exc:
         print(f"{path}: {len(exc.problems)} problem(s)", file=sys.stderr)
         for problem in exc.problems:

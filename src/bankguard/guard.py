@@ -5,8 +5,9 @@ yield store operations through it; :meth:`Guard.decide` drives it with a sync st
 (WSGI) and :meth:`Guard.adecide` with an async store (ASGI). The decision logic exists
 once. This module imports no web framework and does no I/O of its own.
 
-Order (STANDARDS §0, "recommended evaluation order"): interaction id, request
-hygiene and size limits, operation match, credentials. Later controls (certificates,
+Order (STANDARDS §0, "recommended evaluation order"): request hygiene and size
+limits, interaction id, operation match, credentials. The interaction id itself is
+resolved before the first check, so even a 431 echoes the client's valid id. Later controls (certificates,
 tokens, binding, scopes, rate limits, contract) slot in after these.
 
 Fail closed: an exception escaping a check is logged with its traceback on the
@@ -29,6 +30,7 @@ from .audit import AuditEvent, Sink, emit, resolve_sink
 from .controls import Check, State
 from .controls.auth import AuthCheck
 from .controls.interaction import InteractionIdCheck
+from .controls.interaction import resolve as resolve_interaction_id
 from .controls.request import RequestCheck
 from .controls.routes import RouteCheck
 from .decision import Decision, SecurityContext
@@ -49,8 +51,8 @@ Flow = Generator[StoreOp, Any, Decision]
 def default_checks(policy: Policy) -> list[Check]:
     """The built-in checks, in evaluation order."""
     return [
-        InteractionIdCheck(policy.interaction_id),
         RequestCheck(policy.request),
+        InteractionIdCheck(policy.interaction_id),
         RouteCheck(policy.routes),
         AuthCheck(policy.auth),
     ]
@@ -147,7 +149,8 @@ class Guard:
     def flow(self, facts: RequestFacts) -> Flow:
         """The decision as a generator of store operations; returns the Decision."""
         started = time.perf_counter()
-        state = State(interaction_id=str(uuid.uuid4()))
+        iid, generated, problem = resolve_interaction_id(facts.headers, self.interaction_header)
+        state = State(interaction_id=iid, interaction_id_generated=generated, interaction_problem=problem)
         denial: Denied | None = None
         reports: list[Denied] = []
         try:
@@ -269,7 +272,7 @@ class Guard:
         interaction_id = self.fault_event(reason, status=503)
         return self.renderer.render(InternalFault(reason), interaction_id, head=head)
 
-    def fault_event(self, reason: str, *, status: int) -> str:
+    def fault_event(self, reason: str, *, status: int, method: str = "", path: str = "") -> str:
         """Audit a refusal decided by an adapter itself; returns the interaction id used."""
         interaction_id = str(uuid.uuid4())
         emit(
@@ -282,8 +285,8 @@ class Guard:
                 reason=reason,
                 interaction_id=interaction_id,
                 interaction_id_generated=True,
-                method="",
-                path="",
+                method=method[:16],
+                path=path[:512],
                 operation=None,
                 peer=None,
                 client_address=None,

@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any, Literal
 
-from ._config import Invalid, build, option, parse_networks, parse_size
+from ._config import Invalid, Section, build, option, parse_networks, parse_size
 from .audit import AuditEvent
 from .errors import ConfigProblem, ConfigurationError
 
@@ -47,7 +47,7 @@ def _section(cls: type[Any]) -> Any:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class RequestPolicy:
+class RequestPolicy(Section):
     """Request hygiene: size caps, request-target sanity, method overrides.
 
     Applies to every request, declared or not, before anything else is parsed
@@ -64,13 +64,13 @@ class RequestPolicy:
     #: Path plus query string; beyond it: 414.
     max_target_bytes: int = option(8 * 1024, parse=parse_size)
 
-    def __post_init__(self) -> None:
+    def _check(self) -> None:
         if self.max_header_field_bytes > self.max_header_bytes:
             raise ConfigurationError("must not exceed max_header_bytes", path="max_header_field_bytes")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class RouteSpec:
+class RouteSpec(Section):
     """One declared operation."""
 
     #: HTTP method, e.g. ``GET``. ``GET`` also admits ``HEAD`` (RFC 9110 §9.3.2).
@@ -82,7 +82,7 @@ class RouteSpec:
     #: A public operation needs no credentials. Default false: deny unless declared open.
     public: bool = False
 
-    def __post_init__(self) -> None:
+    def _check(self) -> None:
         problems = []
         if not _TOKEN.match(self.method) or self.method != self.method.upper():
             problems.append(ConfigProblem("method", f"{self.method!r} is not an upper-case HTTP method"))
@@ -117,7 +117,7 @@ def _template_problems(path: str) -> list[str]:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class RoutesPolicy:
+class RoutesPolicy(Section):
     """The operations this API exposes (OWASP API5/API9: deny by default)."""
 
     mode: Mode = "enforce"
@@ -125,7 +125,7 @@ class RoutesPolicy:
     undeclared: Literal["deny", "allow"] = "deny"
     operations: tuple[RouteSpec, ...] = ()
 
-    def __post_init__(self) -> None:
+    def _check(self) -> None:
         seen: dict[tuple[str, str], int] = {}
         ids: dict[str, int] = {}
         problems = []
@@ -151,14 +151,14 @@ class RoutesPolicy:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class AuthPolicy:
+class AuthPolicy(Section):
     """How credentials are read from the request (RFC 6750 §2, RFC 9110 §11)."""
 
     mode: Mode = "enforce"
     #: ``realm`` of the ``WWW-Authenticate`` challenges.
     realm: str = "api"
 
-    def __post_init__(self) -> None:
+    def _check(self) -> None:
         if not self.realm or not _AUTH_PARAM_VALUE.match(self.realm):
             raise ConfigurationError(
                 "must be non-empty printable ASCII without '\"' or '\\' (RFC 6750 §3)", path="realm"
@@ -166,7 +166,7 @@ class AuthPolicy:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class InteractionIdPolicy:
+class InteractionIdPolicy(Section):
     """The correlation id echoed on every response (FAPI 1.0 Baseline §6.2.1 item 11)."""
 
     mode: Mode = "enforce"
@@ -176,35 +176,43 @@ class InteractionIdPolicy:
     #: Default: ``reject`` under the ``fapi1-adv`` and ``obie`` profiles, ``replace`` otherwise.
     invalid: Literal["replace", "reject"] | None = None
 
-    def __post_init__(self) -> None:
+    def _check(self) -> None:
         if not _TOKEN.match(self.header):
             raise ConfigurationError(f"{self.header!r} is not a header name", path="header")
         object.__setattr__(self, "header", self.header.lower())
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class ResponseHeadersPolicy:
-    """Headers added to every response that does not already carry them (OWASP API8)."""
+class ResponseHeadersPolicy(Section):
+    """Headers added to the application's responses when it did not set them (OWASP API8).
+
+    bankguard's own problem responses always carry ``Cache-Control: no-store`` and
+    ``X-Content-Type-Options: nosniff`` whatever is set here.
+    """
 
     #: ``Cache-Control`` for responses; bank data must not be cached (RFC 9440 §2.4).
     cache_control: str = "no-store"
     #: Add ``X-Content-Type-Options: nosniff``.
     nosniff: bool = True
 
-    def __post_init__(self) -> None:
+    def _check(self) -> None:
         if not self.cache_control or any(c in self.cache_control for c in "\r\n\x00"):
             raise ConfigurationError("must be a non-empty single-line value", path="cache_control")
+        if "no-store" not in self.cache_control.lower():
+            log.warning("policy: response_headers.cache_control lacks no-store; bank data may be cached")
+        if not self.nosniff:
+            log.warning("policy: response_headers.nosniff is false; X-Content-Type-Options is not added")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class ProblemsPolicy:
+class ProblemsPolicy(Section):
     """How error responses (RFC 9457 problem details) are rendered."""
 
     #: Prefix of every problem ``type`` URI; the problem's slug is appended.
     #: Point it at your developer portal's copy of ``docs/errors.md``.
     type_base: str = "https://bankguard.dev/problems/"
 
-    def __post_init__(self) -> None:
+    def _check(self) -> None:
         if not re.match(r"^(https?://|urn:|tag:)[\x21-\x7e]*$", self.type_base):
             raise ConfigurationError("must be an absolute http(s), urn: or tag: URI prefix", path="type_base")
 
@@ -218,7 +226,7 @@ def _parse_sink(value: object, path: str) -> object:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class AuditPolicy:
+class AuditPolicy(Section):
     """Where decision events go. One event is written for every decision."""
 
     #: ``logging`` (JSON lines through :mod:`logging`), ``package.module:callable``
@@ -232,7 +240,7 @@ _PROFILE_REJECTS_BAD_INTERACTION_ID = {"fapi1-adv", "obie"}
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class Policy:
+class Policy(Section):
     """The whole bankguard configuration. Frozen; build once, share everywhere."""
 
     #: Regulatory preset that chooses secure defaults for keys left unset.
@@ -247,7 +255,7 @@ class Policy:
     problems: ProblemsPolicy = _section(ProblemsPolicy)
     audit: AuditPolicy = _section(AuditPolicy)
 
-    def __post_init__(self) -> None:
+    def _check(self) -> None:
         problems = []
         for i, op in enumerate(self.routes.operations):
             if not op.public:

@@ -26,8 +26,10 @@ def protect(app: A, policy: Policy, *, kind: Literal["asgi", "wsgi"] | None = No
     * A Flask application (anything with a ``wsgi_app``) is protected in place:
       ``app.wsgi_app`` is wrapped and the same Flask object is returned, so routes
       can still be added to it.
-    * A Starlette / FastAPI application (anything with ``add_middleware``) gets
-      :class:`BankGuardMiddleware` as its outermost user middleware and is returned.
+    * A Starlette / FastAPI application gets :class:`BankGuardMiddleware` around its
+      whole middleware stack, outside Starlette's error handler, so even a 500 from an
+      unhandled exception carries the interaction id and ``Cache-Control: no-store``.
+      The same application object is returned, so routes can still be added to it.
     * Any other ASGI callable (an ``async`` callable) is wrapped in
       :class:`BankGuardMiddleware`; any other callable in :class:`BankGuardWSGI`.
 
@@ -39,8 +41,13 @@ def protect(app: A, policy: Policy, *, kind: Literal["asgi", "wsgi"] | None = No
     if kind is None and hasattr(app, "wsgi_app") and not _is_asgi(app):
         app.wsgi_app = BankGuardWSGI(app.wsgi_app, guard=guard)
         return app
-    if kind is None and hasattr(app, "add_middleware") and _is_asgi(app):
-        app.add_middleware(BankGuardMiddleware, guard=guard)
+    build_stack = getattr(app, "build_middleware_stack", None)
+    if kind is None and callable(build_stack) and _is_asgi(app):
+        # Starlette builds its stack lazily on the first call; wrap what it builds.
+        def build_guarded_stack() -> Any:
+            return BankGuardMiddleware(build_stack(), guard=guard)
+
+        app.build_middleware_stack = build_guarded_stack  # type: ignore[attr-defined]
         return app
     if kind == "asgi" or (kind is None and _is_asgi(app)):
         return BankGuardMiddleware(app, guard=guard)  # type: ignore[arg-type,return-value]

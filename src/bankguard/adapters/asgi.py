@@ -63,7 +63,9 @@ class BankGuardMiddleware:
         if kind == "http":
             await self._http(scope, receive, send)
         elif kind == "websocket":
-            self.guard.fault_event("adapter.websocket_refused", status=403)
+            self.guard.fault_event(
+                "adapter.websocket_refused", status=403, method="WEBSOCKET", path=scope.get("path", "")
+            )
             await send({"type": "websocket.close", "code": 1008})
         else:
             await self.app(scope, receive, send)

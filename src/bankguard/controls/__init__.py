@@ -38,6 +38,8 @@ class State:
 
     interaction_id: str
     interaction_id_generated: bool = True
+    #: Reason code when the client sent an unusable interaction id.
+    interaction_problem: str | None = None
     client_address: str | None = None
     operation: Operation | None = None
     path_params: dict[str, str] = field(default_factory=dict)

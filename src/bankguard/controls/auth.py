@@ -22,24 +22,24 @@ from ..errors import AuthenticationRequired, InvalidRequest
 from ..policy import AuthPolicy
 from ..request import RequestFacts
 from . import Credentials, State
-from .request import query_keys
+from .request import has_param
 
 _CREDENTIALS = re.compile(r"^([!#$%&'*+.^_`|~0-9A-Za-z-]+) ([A-Za-z0-9\-._~+/]+=*)$")
 _FORM = "application/x-www-form-urlencoded"
 
 
 def _token_in_query(facts: RequestFacts) -> bool:
-    return "access_token" in facts.query and "access_token" in query_keys(facts.query)
+    return has_param(facts.query, "access_token")
 
 
 def _token_in_form(facts: RequestFacts) -> bool:
     body = facts.body
-    if not body or b"access_token" not in body:
+    if not body:
         return False
     ctype = (facts.headers.get("content-type") or "").split(";", 1)[0].strip().lower()
     if ctype != _FORM:
         return False
-    return "access_token" in query_keys(body.decode("latin-1"))
+    return has_param(body.decode("latin-1"), "access_token")
 
 
 class AuthCheck:

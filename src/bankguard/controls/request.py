@@ -33,6 +33,14 @@ _ENCODED_SEPARATOR = re.compile(rb"%(2f|5c|00)", re.IGNORECASE)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\\]")
 
 
+def has_param(query: str, name: str) -> bool:
+    """Whether ``query`` has a parameter ``name``, also when the name is percent-encoded
+    (``access%5Ftoken``): frameworks decode names before the application sees them."""
+    if name not in query and "%" not in query:
+        return False
+    return name in query_keys(query)
+
+
 def query_keys(query: str) -> list[str]:
     """Decoded parameter names of a query string (``a=1&b`` → ``["a", "b"]``)."""
     keys = []
@@ -68,7 +76,7 @@ class RequestCheck:
         for name in OVERRIDE_HEADERS:
             if name in headers:
                 raise MethodOverrideRefused("request.method_override_header")
-        if "_method" in facts.query and "_method" in query_keys(facts.query):
+        if has_param(facts.query, "_method"):
             raise MethodOverrideRefused("request.method_override_param")
         return None
 

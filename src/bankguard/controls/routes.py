@@ -12,7 +12,7 @@ and decoded forms could route differently.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from ..decision import Operation
@@ -52,39 +52,45 @@ class RouteTable:
     def __init__(self, specs: tuple[RouteSpec, ...]) -> None:
         static: dict[str, dict[str, Operation]] = {}
         templated: dict[str, dict[str, Operation]] = {}
-        self._names: dict[str, list[str]] = {}
         for spec in specs:
             target = templated if _PARAM.search(spec.path) else static
             target.setdefault(spec.path, {})[spec.method] = _operation(spec)
-            self._names[spec.path] = _PARAM.findall(spec.path)
         self._static = static
         # Literal segments beat parameters: sort templates by their number of parameters.
         self._templates = [
-            (path, _Template(compile_template(path), methods))
+            (_PARAM.findall(path), _Template(compile_template(path), methods))
             for path, methods in sorted(templated.items(), key=lambda kv: len(_PARAM.findall(kv[0])))
         ]
 
     def match(self, method: str, path: str) -> tuple[Operation, dict[str, str]] | None:
-        """The operation and its path parameters; raises 405 when only the method is wrong."""
-        methods: Mapping[str, Operation] | None = self._static.get(path)
-        params: dict[str, str] = {}
-        if methods is None:
-            for template_path, template in self._templates:
-                m = template.regex.match(path)
-                if m is not None:
-                    methods = template.methods
-                    names = self._names[template_path]
-                    params = {names[i]: v for i, v in enumerate(m.groups())}
-                    break
-        if methods is None:
-            return None
-        op = methods.get(method)
-        if op is None and method == "HEAD":
-            op = methods.get("GET")
-        if op is None:
-            allowed = sorted({*methods, *(["HEAD"] if "GET" in methods else [])})
-            raise MethodNotAllowed("routes.method_not_allowed", allowed=allowed)
-        return op, params
+        """The operation and its path parameters, or None when no declared path matches.
+
+        Like the frameworks' routers, the first path that matches *and* has the method
+        wins; when paths match but none has the method, 405 lists the methods they have.
+        """
+        allowed: set[str] = set()
+        for methods, params in self._candidates(path):
+            op = methods.get(method)
+            if op is None and method == "HEAD":
+                op = methods.get("GET")
+            if op is not None:
+                return op, params
+            allowed.update(methods)
+            if "GET" in methods:
+                allowed.add("HEAD")
+        if allowed:
+            raise MethodNotAllowed("routes.method_not_allowed", allowed=sorted(allowed))
+        return None
+
+    def _candidates(self, path: str) -> Iterator[tuple[Mapping[str, Operation], dict[str, str]]]:
+        """Declared paths matching ``path``: the static one first, then templates, fewest parameters first."""
+        methods = self._static.get(path)
+        if methods is not None:
+            yield methods, {}
+        for names, template in self._templates:
+            m = template.regex.match(path)
+            if m is not None:
+                yield template.methods, dict(zip(names, m.groups(), strict=True))
 
 
 class RouteCheck:
