@@ -241,7 +241,7 @@ def _anchor(base: str, rel: str) -> str:
 
 # -- value parsers -------------------------------------------------------------------------
 
-_SIZE = re.compile(r"^\s*(\d+)\s*(B|KB|KiB|MB|MiB|GB|GiB)?\s*$")
+_SIZE = re.compile(r"^\s*([0-9]+)\s*(B|KB|KiB|MB|MiB|GB|GiB)?\s*$")
 _UNITS = {
     None: 1,
     "B": 1,

@@ -23,6 +23,9 @@ def _mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) 
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=deep)
         line = key_node.start_mark.line + 1
+        if not isinstance(key, (str, int, float, bool)) and key is not None:
+            kind = type(key).__name__
+            raise ConfigurationError(f"line {line}: mapping keys must be plain scalars, not {kind}")
         if key in seen:
             raise ConfigurationError(f"duplicate key {key!r} at line {line} (first at line {seen[key]})")
         seen[key] = line

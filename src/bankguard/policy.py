@@ -36,10 +36,10 @@ Profile = Literal["generic", "fapi2", "fapi1-adv", "obie", "nextgenpsd2"]
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 AuditSink = Callable[[AuditEvent], None]
 
-_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")  # RFC 9110 §5.6.2 token
+_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")  # RFC 9110 §5.6.2 token
 _PARAM = re.compile(r"\{([^{}/]*)\}")
-_PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
-_AUTH_PARAM_VALUE = re.compile(r"^[\x20\x21\x23-\x5b\x5d-\x7e]*$")  # RFC 6750 §3
+_PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*\Z")
+_AUTH_PARAM_VALUE = re.compile(r"^[\x20\x21\x23-\x5b\x5d-\x7e]*\Z")  # RFC 6750 §3
 
 
 def _section(cls: type[Any]) -> Any:
@@ -213,14 +213,14 @@ class ProblemsPolicy(Section):
     type_base: str = "https://bankguard.dev/problems/"
 
     def _check(self) -> None:
-        if not re.match(r"^(https?://|urn:|tag:)[\x21-\x7e]*$", self.type_base):
+        if not re.match(r"^(https?://|urn:|tag:)[\x21-\x7e]*\Z", self.type_base):
             raise ConfigurationError("must be an absolute http(s), urn: or tag: URI prefix", path="type_base")
 
 
 def _parse_sink(value: object, path: str) -> object:
     if callable(value):
         return value
-    if isinstance(value, str) and (value == "logging" or re.match(r"^[\w.]+:[\w.]+$", value)):
+    if isinstance(value, str) and (value == "logging" or re.match(r"^[\w.]+:[\w.]+\Z", value)):
         return value
     raise Invalid(path, f"expected 'logging' or 'package.module:callable', got {value!r}")
 

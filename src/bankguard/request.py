@@ -75,6 +75,29 @@ class Headers:
         return f"Headers(names={sorted(self._index)!r})"
 
 
+#: A Content-Length with more digits than this is treated as "too large" without converting it.
+MAX_LENGTH_DIGITS = 15
+
+
+def parse_content_length(values: list[str]) -> tuple[int | None, str | None]:
+    """The declared body length, or a framing error code (RFC 9110 §8.6).
+
+    Several field lines (or a list value) are accepted only when all values agree.
+    A numeral too long to be a real length is returned as a length beyond any cap.
+    """
+    if not values:
+        return None, None
+    distinct = {v.strip() for line in values for v in line.split(",")}
+    if len(distinct) != 1:
+        return None, "conflicting_content_length"
+    (value,) = distinct
+    if not value or not value.isascii() or not value.isdigit():
+        return None, "invalid_content_length"
+    if len(value) > MAX_LENGTH_DIGITS:
+        return 10**MAX_LENGTH_DIGITS, None
+    return int(value), None
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RequestFacts:
     """What the checks see of one request. Built by an adapter, never mutated."""

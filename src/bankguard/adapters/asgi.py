@@ -22,7 +22,7 @@ from ..decision import CONTEXT_KEY, Decision
 from ..guard import Guard
 from ..policy import Policy
 from ..problem import ProblemResponse
-from ..request import Headers, RequestFacts
+from ..request import Headers, RequestFacts, parse_content_length
 
 log = logging.getLogger("bankguard")
 
@@ -31,19 +31,6 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-
-
-def _content_length(headers: Headers) -> tuple[int | None, str | None]:
-    values = headers.get_all("content-length")
-    if not values:
-        return None, None
-    distinct = {v.strip() for line in values for v in line.split(",")}
-    if len(distinct) != 1:
-        return None, "conflicting_content_length"
-    (value,) = distinct
-    if not value.isdigit() or not value.isascii():
-        return None, "invalid_content_length"
-    return int(value), None
 
 
 class BankGuardMiddleware:
@@ -89,7 +76,7 @@ class BankGuardMiddleware:
 
     async def _read(self, scope: Scope, receive: Receive) -> tuple[RequestFacts | None, bytes | None, bool]:
         headers = Headers((k.decode("latin-1"), v.decode("latin-1")) for k, v in scope.get("headers", ()))
-        length, framing = _content_length(headers)
+        length, framing = parse_content_length(headers.get_all("content-length"))
         cap = self.guard.policy.request.max_body_bytes
         body: bytes | None = None
         more = False

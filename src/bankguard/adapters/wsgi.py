@@ -24,7 +24,7 @@ from ..decision import CONTEXT_KEY, Decision
 from ..guard import Guard
 from ..policy import Policy
 from ..problem import ProblemResponse
-from ..request import Headers, RequestFacts
+from ..request import Headers, RequestFacts, parse_content_length
 
 log = logging.getLogger("bankguard")
 
@@ -42,6 +42,28 @@ def _headers(environ: Environ) -> Headers:
         elif key in ("CONTENT_TYPE", "CONTENT_LENGTH") and value != "":
             items.append((key.replace("_", "-").lower(), value))
     return Headers(items)
+
+
+def _read_upto(stream: Any, n: int) -> bytes:
+    """Read ``n`` bytes, or up to end of input; servers may return short reads."""
+    chunks = []
+    remaining = n
+    while remaining > 0:
+        data = stream.read(remaining)
+        if not data:
+            break
+        chunks.append(data)
+        remaining -= len(data)
+    return b"".join(chunks)
+
+
+def _decoded_path(path_info: str) -> str:
+    """PEP 3333 gives the path as latin-1 text of the raw bytes; frameworks decode it as
+    UTF-8 (as werkzeug does), and so must bankguard to match the same route."""
+    try:
+        return path_info.encode("latin-1").decode("utf-8", "replace")
+    except UnicodeEncodeError:
+        return path_info
 
 
 class _ChainedInput(io.RawIOBase):
@@ -92,17 +114,14 @@ class BankGuardWSGI:
         headers = _headers(environ)
         cap = self.guard.policy.request.max_body_bytes
         raw_length = environ.get("CONTENT_LENGTH") or ""
-        framing = None
+        length, framing = parse_content_length([raw_length] if raw_length else [])
         body: bytes | None = None
         too_large = False
         stream = environ.get("wsgi.input")
-        if raw_length and not (raw_length.isdigit() and raw_length.isascii()):
-            framing = "invalid_content_length"
-        elif raw_length and int(raw_length) > cap:
+        if framing is None and length is not None and length > cap:
             too_large = True
-        elif stream is not None and (raw_length or environ.get("wsgi.input_terminated")):
-            limit = int(raw_length) if raw_length else cap + 1
-            body = stream.read(min(limit, cap + 1))
+        elif framing is None and stream is not None and (length or environ.get("wsgi.input_terminated")):
+            body = _read_upto(stream, min(length or cap + 1, cap + 1))
             if len(body) > cap:
                 too_large = True
                 environ["wsgi.input"] = io.BufferedReader(_ChainedInput(body, stream))
@@ -114,7 +133,7 @@ class BankGuardWSGI:
         return RequestFacts(
             method=environ.get("REQUEST_METHOD", "GET"),
             scheme=environ.get("wsgi.url_scheme", "http"),
-            path=environ.get("PATH_INFO", "") or "/",
+            path=_decoded_path(environ.get("PATH_INFO", "")) or "/",
             raw_path=raw_path,
             query=environ.get("QUERY_STRING", ""),
             headers=headers,

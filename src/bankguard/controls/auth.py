@@ -24,7 +24,7 @@ from ..request import RequestFacts
 from . import Credentials, State
 from .request import has_param
 
-_CREDENTIALS = re.compile(r"^([!#$%&'*+.^_`|~0-9A-Za-z-]+) ([A-Za-z0-9\-._~+/]+=*)$")
+_CREDENTIALS = re.compile(r"^([!#$%&'*+.^_`|~0-9A-Za-z-]+) ([A-Za-z0-9\-._~+/]+=*)\Z")
 _FORM = "application/x-www-form-urlencoded"
 
 

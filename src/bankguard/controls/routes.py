@@ -39,7 +39,7 @@ def compile_template(path: str) -> re.Pattern[str]:
         out.append(f"(?P<p{i}>[^/]+)")
         pos = m.end()
     out.append(re.escape(path[pos:]))
-    return re.compile("^" + "".join(out) + "$")
+    return re.compile("^" + "".join(out) + r"\Z")
 
 
 def _operation(spec: RouteSpec) -> Operation:
