@@ -48,6 +48,9 @@ def protect(app: A, policy: Policy, *, kind: Literal["asgi", "wsgi"] | None = No
             return BankGuardMiddleware(build_stack(), guard=guard)
 
         app.build_middleware_stack = build_guarded_stack  # type: ignore[attr-defined]
+        if getattr(app, "middleware_stack", None) is not None:
+            # Already served a request: drop the cached stack so the guarded one is built.
+            app.middleware_stack = None  # type: ignore[attr-defined]
         return app
     if kind == "asgi" or (kind is None and _is_asgi(app)):
         return BankGuardMiddleware(app, guard=guard)  # type: ignore[arg-type,return-value]

@@ -37,6 +37,8 @@ WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
 def _headers(environ: Environ) -> Headers:
     items = []
     for key, value in environ.items():
+        if key in ("HTTP_CONTENT_TYPE", "HTTP_CONTENT_LENGTH"):
+            continue  # only a client's "Content_Type" spelling lands here; the real ones are CONTENT_*
         if key.startswith("HTTP_"):
             items.append((key[5:].replace("_", "-").lower(), value))
         elif key in ("CONTENT_TYPE", "CONTENT_LENGTH") and value != "":

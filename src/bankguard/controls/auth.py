@@ -59,7 +59,10 @@ class AuthCheck:
             return None
         m = _CREDENTIALS.match(lines[0])
         if m is None:
-            denial = InvalidRequest("authorization.malformed")
+            # A comma cannot occur in credentials: it is how WSGI servers join repeated
+            # field lines (RFC 9110 §5.3), so report it as the duplicate it is.
+            reason = "authorization.duplicate" if "," in lines[0] else "authorization.malformed"
+            denial = InvalidRequest(reason)
             denial.scheme = lines[0].split(" ", 1)[0][:16] or None
             raise denial
         scheme = m.group(1)

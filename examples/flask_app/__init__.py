@@ -1,0 +1,3 @@
+"""The example Open Banking style API in Flask: ``flask --app examples/flask_app/app.py run``."""
+
+from __future__ import annotations

@@ -1,0 +1,100 @@
+"""The same Open Banking style API as ``examples/fastapi_app``, in Flask, protected by bankguard.
+
+Serve it from the repository root with the development server or with gunicorn::
+
+    flask --app examples/flask_app/app.py run
+    gunicorn examples.flask_app.app:app
+
+:func:`bankguard.protect` wraps ``app.wsgi_app`` in place, so ``app`` stays the Flask object
+and every request passes bankguard first. A request that breaks ``policy.yaml`` (next to this
+file) is answered with ``application/problem+json`` before any view runs. Views read what
+bankguard established through :mod:`bankguard.integrations.flask`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, request
+from pydantic import ValidationError
+
+from bankguard import Policy, protect
+from bankguard.integrations.flask import current_context, interaction_id
+from examples import bank_data as bank
+
+log = logging.getLogger(__name__)
+
+POLICY = Path(__file__).with_name("policy.yaml")
+
+# No static folder: the policy declares the banking operations only.
+app = Flask(__name__, static_folder=None)
+app.json.sort_keys = False  # type: ignore[attr-defined]  # keep the OB field order
+app = protect(app, Policy.from_yaml(POLICY))
+
+
+def served() -> None:
+    """Log with bankguard's ids, so application logs join up with its audit events."""
+    ctx = current_context()
+    operation = ctx.operation.id if ctx.operation else None
+    log.info("%s served", operation, extra={"operation": operation, "interaction_id": ctx.interaction_id})
+
+
+@app.get("/accounts")
+def get_accounts() -> dict[str, Any]:
+    served()
+    return bank.accounts_document()
+
+
+@app.get("/accounts/<AccountId>")
+def get_account(AccountId: str) -> dict[str, Any]:  # the OB path parameter name
+    found = bank.get_account(AccountId)
+    served()
+    return bank.account_document(found)
+
+
+@app.get("/accounts/<AccountId>/balances")
+def get_balances(AccountId: str) -> dict[str, Any]:
+    found = bank.get_account(AccountId)
+    served()
+    return bank.balances_document(found)
+
+
+@app.get("/accounts/<AccountId>/transactions")
+def get_transactions(AccountId: str) -> dict[str, Any]:
+    found = bank.get_account(AccountId)
+    served()
+    return bank.transactions_document(found)
+
+
+@app.post("/domestic-payments")
+def create_domestic_payment() -> tuple[dict[str, Any], int]:
+    bank.require_json(request.content_type)
+    try:
+        document = json.loads(request.get_data())
+    except ValueError:  # not JSON, or not UTF-8
+        return bank.invalid_body([bank.NOT_JSON_ERROR], interaction_id()), 400
+    payment = bank.DomesticPaymentRequest.model_validate(document)
+    served()
+    return bank.create_payment(payment, interaction_id()), 201
+
+
+# Errors the application itself answers, in the OB error format. Their ``Id`` is the
+# interaction id bankguard echoes in the x-fapi-interaction-id response header.
+
+
+@app.errorhandler(bank.UnknownAccount)
+def unknown_account(exc: bank.UnknownAccount) -> tuple[dict[str, Any], int]:
+    return bank.account_not_found(interaction_id()), 404
+
+
+@app.errorhandler(bank.NotJson)
+def not_json(exc: bank.NotJson) -> tuple[dict[str, Any], int]:
+    return bank.unsupported_media_type(interaction_id()), 415
+
+
+@app.errorhandler(ValidationError)
+def invalid_request(exc: ValidationError) -> tuple[dict[str, Any], int]:
+    return bank.invalid_body(exc.errors(), interaction_id()), 400

@@ -1,0 +1,3 @@
+"""Adapter tests: BankGuardMiddleware (ASGI), BankGuardWSGI and their parity."""
+
+from __future__ import annotations
