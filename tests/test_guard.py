@@ -397,6 +397,7 @@ TRUSTED = (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("2001:db8::/
         pytest.param("10.0.0.5", ["198.51.100.1, "], "10.0.0.5", id="empty-entry-stops"),
         pytest.param("10.0.0.5", ["10.0.0.9"], "10.0.0.9", id="all-trusted"),
         pytest.param("2001:db8::1", ["2001:db8::2, 2001:db9::7"], "2001:db9::7", id="ipv6"),
+        pytest.param("::ffff:10.0.0.5", ["198.51.100.1"], "198.51.100.1", id="ipv4-mapped-peer"),
         pytest.param(None, ["198.51.100.1"], None, id="no-peer"),
         pytest.param("unix-socket", ["198.51.100.1"], "unix-socket", id="non-ip-peer"),
     ],

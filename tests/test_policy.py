@@ -351,6 +351,8 @@ def test_CFG_04_refuses_ipv6_default_route():
         pytest.param("128.0.0.0/1", False, id="v4-half-the-internet"),
         pytest.param("2001::/16", True, id="v6-slash-16"),
         pytest.param("2000::/3", False, id="v6-global-unicast"),
+        pytest.param("::ffff:0:0/96", False, id="v6-all-ipv4-mapped"),
+        pytest.param("::ffff:10.0.0.0/104", True, id="v6-mapped-slash-8"),
     ],
 )
 def test_CFG_04_refuses_networks_wider_than_the_bound(network, accepted):

@@ -269,6 +269,7 @@ def parse_size(value: object, path: str) -> int:
 
 #: Shortest prefixes accepted for trusted proxies: anything wider trusts much of the Internet.
 MIN_PROXY_PREFIX = {4: 8, 6: 16}
+_IPV4_MAPPED = ipaddress.ip_network("::ffff:0:0/96")
 
 
 def parse_networks(value: object, path: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
@@ -294,11 +295,14 @@ def parse_networks(value: object, path: str) -> tuple[ipaddress.IPv4Network | ip
         else:
             problems.append(ConfigProblem(p, f"expected a network such as 10.0.0.0/8, got {type_name(item)}"))
             continue
-        if net.prefixlen < MIN_PROXY_PREFIX[net.version]:
+        minimum = MIN_PROXY_PREFIX[net.version]
+        if net.version == 6 and net.subnet_of(_IPV4_MAPPED):  # type: ignore[arg-type]
+            minimum = 96 + MIN_PROXY_PREFIX[4]  # ::ffff:a.b.c.d/n covers IPv4 space
+        if net.prefixlen < minimum:
             problems.append(
                 ConfigProblem(
                     p,
-                    f"{str(net)!r} is too wide to trust (shorter than /{MIN_PROXY_PREFIX[net.version]}); "
+                    f"{str(net)!r} is too wide to trust (shorter than /{minimum}); "
                     "list your proxies' networks",
                 )
             )

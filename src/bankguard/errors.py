@@ -139,7 +139,7 @@ class MethodOverrideRefused(BadRequest):
 class InvalidInteractionId(BadRequest):
     slug = "invalid-interaction-id"
     title = "Invalid interaction id"
-    detail = "The x-fapi-interaction-id header must be an RFC 4122 UUID."
+    detail = "The x-fapi-interaction-id header must be one RFC 9562 (RFC 4122) UUID."
 
 
 class InvalidRequest(BadRequest):

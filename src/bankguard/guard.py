@@ -85,6 +85,8 @@ def _in(address: str, networks: tuple[Network, ...]) -> bool:
         ip = ipaddress.ip_address(address)
     except ValueError:
         return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped  # dual-stack servers report IPv4 peers as ::ffff:a.b.c.d
     return any(ip in net for net in networks)
 
 

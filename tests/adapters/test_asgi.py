@@ -1081,3 +1081,24 @@ def test_protect_kind_asgi_forces_the_asgi_adapter(app: RecordingASGIApp) -> Non
     protected = protect(opaque, make_policy(), kind="asgi")
     assert isinstance(protected, BankGuardMiddleware)
     assert asgi_request(protected).status == 200
+
+
+def test_OWASP_18_method_override_form_field_is_400(
+    mw: BankGuardMiddleware, app: RecordingASGIApp, events: EventCollector
+) -> None:
+    form = [("content-type", "application/x-www-form-urlencoded")]
+    response = asgi_request(mw, "POST", "/payments", headers=form, body=b"amount=1&%5Fmethod=DELETE")
+    assert_problem(response, 400)
+    assert app.calls == []
+    assert last_event(events).reason == "request.method_override_param"
+
+
+@pytest.mark.parametrize("kind", ["fastapi", "raw-middleware"])
+def test_protect_twice_is_refused(kind: str) -> None:
+    # Two guards would decide every request twice and write two audit events.
+    app: Any = _fastapi_app()
+    protected = protect(app, make_policy())
+    if kind == "raw-middleware":
+        protected = BankGuardMiddleware(app, make_policy())
+    with pytest.raises(ValueError, match="already protected"):
+        protect(protected, make_policy())

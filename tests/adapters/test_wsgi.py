@@ -765,3 +765,14 @@ def test_flask_bank_through_the_middleware_with_a_guard() -> None:
     assert response.json()["interaction_id"] == FIXED_IID
     assert calls == ["create_payment"]
     assert [(e.outcome, e.operation) for e in events.events] == [("allow", "createPayment")]
+
+
+@pytest.mark.parametrize("kind", ["flask", "raw-middleware"])
+def test_protect_twice_is_refused(kind: str) -> None:
+    # Two guards would decide every request twice and write two audit events.
+    flask_app = build_flask_bank()
+    target: Any = protect(flask_app, make_policy())
+    if kind == "raw-middleware":
+        target = BankGuardWSGI(flask_app.wsgi_app, make_policy())
+    with pytest.raises(ValueError, match="already protected"):
+        protect(target, make_policy())

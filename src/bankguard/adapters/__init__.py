@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import weakref
 from typing import Any, Literal, TypeVar
 
 from ..guard import Guard
@@ -18,6 +19,17 @@ def _is_asgi(app: Any) -> bool:
         return True
     call = getattr(app, "__call__", None)  # noqa: B004 - we need the bound method itself
     return call is not None and inspect.iscoroutinefunction(call)
+
+
+#: Starlette applications protected in place (so a second protect() is refused).
+_PROTECTED: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def _marked(app: Any) -> bool:
+    try:
+        return app in _PROTECTED
+    except TypeError:  # not weak-referenceable: cannot have been protected in place
+        return False
 
 
 def protect(app: A, policy: Policy, *, kind: Literal["asgi", "wsgi"] | None = None) -> A:
@@ -37,6 +49,12 @@ def protect(app: A, policy: Policy, *, kind: Literal["asgi", "wsgi"] | None = No
     The guard is built here, so policy problems (an unimportable audit sink) surface
     at start-up, not on the first request.
     """
+    if isinstance(app, (BankGuardMiddleware, BankGuardWSGI)) or isinstance(
+        getattr(app, "wsgi_app", None), BankGuardWSGI
+    ):
+        raise ValueError("this application is already protected by bankguard")
+    if _marked(app):
+        raise ValueError("this application is already protected by bankguard")
     guard = Guard(policy)
     if kind is None and hasattr(app, "wsgi_app") and not _is_asgi(app):
         app.wsgi_app = BankGuardWSGI(app.wsgi_app, guard=guard)
@@ -48,6 +66,7 @@ def protect(app: A, policy: Policy, *, kind: Literal["asgi", "wsgi"] | None = No
             return BankGuardMiddleware(build_stack(), guard=guard)
 
         app.build_middleware_stack = build_guarded_stack  # type: ignore[attr-defined]
+        _PROTECTED.add(app)
         if getattr(app, "middleware_stack", None) is not None:
             # Already served a request: drop the cached stack so the guarded one is built.
             app.middleware_stack = None  # type: ignore[attr-defined]

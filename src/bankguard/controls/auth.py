@@ -22,24 +22,13 @@ from ..errors import AuthenticationRequired, InvalidRequest
 from ..policy import AuthPolicy
 from ..request import RequestFacts
 from . import Credentials, State
-from .request import has_param
+from .request import form_has_param, has_param
 
 _CREDENTIALS = re.compile(r"^([!#$%&'*+.^_`|~0-9A-Za-z-]+) ([A-Za-z0-9\-._~+/]+=*)\Z")
-_FORM = "application/x-www-form-urlencoded"
 
 
 def _token_in_query(facts: RequestFacts) -> bool:
     return has_param(facts.query, "access_token")
-
-
-def _token_in_form(facts: RequestFacts) -> bool:
-    body = facts.body
-    if not body:
-        return False
-    ctype = (facts.headers.get("content-type") or "").split(";", 1)[0].strip().lower()
-    if ctype != _FORM:
-        return False
-    return has_param(body.decode("latin-1"), "access_token")
 
 
 class AuthCheck:
@@ -50,7 +39,7 @@ class AuthCheck:
 
     def run(self, facts: RequestFacts, state: State) -> None:
         lines = facts.headers.get_all("authorization")
-        elsewhere = _token_in_query(facts) or _token_in_form(facts)
+        elsewhere = _token_in_query(facts) or form_has_param(facts, "access_token")
         if len(lines) > 1:
             raise InvalidRequest("authorization.duplicate")
         if not lines:

@@ -44,7 +44,7 @@ class InteractionIdCheck:
     def __init__(self, policy: InteractionIdPolicy) -> None:
         self.mode = policy.mode
         self.reject = policy.invalid == "reject"
-        self.detail = f"The {policy.header} header must be one RFC 4122 UUID."
+        self.detail = f"The {policy.header} header must be one RFC 9562 (RFC 4122) UUID."
 
     def run(self, facts: RequestFacts, state: State) -> None:
         if state.interaction_problem is not None and self.reject:

@@ -41,6 +41,15 @@ def has_param(query: str, name: str) -> bool:
     return name in query_keys(query)
 
 
+def form_has_param(facts: RequestFacts, name: str) -> bool:
+    """Whether an ``application/x-www-form-urlencoded`` body has a field ``name``."""
+    body = facts.body
+    if not body:
+        return False
+    ctype = (facts.headers.get("content-type") or "").split(";", 1)[0].strip().lower()
+    return ctype == "application/x-www-form-urlencoded" and has_param(body.decode("latin-1"), name)
+
+
 def query_keys(query: str) -> list[str]:
     """Decoded parameter names of a query string (``a=1&b`` → ``["a", "b"]``)."""
     keys = []
@@ -76,7 +85,7 @@ class RequestCheck:
         for name in OVERRIDE_HEADERS:
             if name in headers:
                 raise MethodOverrideRefused("request.method_override_header")
-        if has_param(facts.query, "_method"):
+        if has_param(facts.query, "_method") or form_has_param(facts, "_method"):
             raise MethodOverrideRefused("request.method_override_param")
         return None
 
