@@ -6,8 +6,10 @@ Every problem is collected with the YAML path of the offending key, so one run o
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import ipaddress
+import os
 import re
 import types
 import typing
@@ -311,3 +313,58 @@ def parse_networks(value: object, path: str) -> tuple[ipaddress.IPv4Network | ip
     if problems:
         raise ConfigurationError(problems)
     return tuple(out)
+
+
+_DURATION = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h|d)?\s*\Z")
+_DURATION_UNITS = {None: 1.0, "ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(value: object, path: str) -> float:
+    """``30``, ``2.5``, ``"500ms"``, ``"30s"``, ``"5m"``, ``"1h"``, ``"1d"`` → seconds (not negative)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    elif isinstance(value, str) and (m := _DURATION.match(value)):
+        seconds = float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+    else:
+        raise Invalid(path, f"expected a duration such as 30, '30s', '5m' or '500ms', got {value!r}")
+    if not 0 <= seconds < 10**9:
+        raise Invalid(path, "must be a non-negative number of seconds")
+    return seconds
+
+
+def parse_url(value: object, path: str) -> str:
+    """An absolute ``https://`` (or ``http://``) URL with a host and no fragment or credentials."""
+    from urllib.parse import urlsplit
+
+    if not isinstance(value, str):
+        raise Invalid(path, f"expected a URL, got {type_name(value)}")
+    try:
+        parts = urlsplit(value)
+        port = parts.port  # raises ValueError on a bad port
+    except ValueError:
+        raise Invalid(path, f"{value!r} is not a valid URL") from None
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise Invalid(path, f"{value!r} must be an absolute https:// URL")
+    if parts.username is not None or parts.password is not None or parts.fragment:
+        raise Invalid(path, f"{value!r} must not carry credentials or a fragment")
+    if any(c in value for c in " \t\r\n\\") or (port is not None and port == 0):
+        raise Invalid(path, f"{value!r} is not a valid URL")
+    return value
+
+
+#: Directory that relative file names in a policy are resolved against (the YAML file's).
+BASE_DIR: contextvars.ContextVar[str | None] = contextvars.ContextVar("bankguard_policy_dir", default=None)
+
+
+def parse_file(value: object, path: str) -> str:
+    """A readable file; a relative name is resolved against the policy file's directory."""
+    if not isinstance(value, (str, os.PathLike)):
+        raise Invalid(path, f"expected a file name, got {type_name(value)}")
+    name = os.fspath(value)
+    if not isinstance(name, str) or not name:
+        raise Invalid(path, "expected a file name")
+    base = BASE_DIR.get()
+    full = name if os.path.isabs(name) or base is None else os.path.join(base, name)
+    if not os.path.isfile(full):
+        raise Invalid(path, f"no such file: {full}")
+    return os.path.abspath(full)

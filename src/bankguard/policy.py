@@ -24,9 +24,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any, Literal
 
-from ._config import Invalid, Section, build, option, parse_networks, parse_size
+from ._config import BASE_DIR, Invalid, Section, build, option, parse_networks, parse_size
 from .audit import AuditEvent
 from .errors import ConfigProblem, ConfigurationError
+from .policy_tokens import PROFILE_ALGORITHMS, TokensPolicy
 
 log = logging.getLogger("bankguard")
 
@@ -39,6 +40,7 @@ AuditSink = Callable[[AuditEvent], None]
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")  # RFC 9110 §5.6.2 token
 _PARAM = re.compile(r"\{([^{}/]*)\}")
 _PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*\Z")
+_SCOPE = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]+\Z")  # RFC 6749 §3.3 scope-token
 _AUTH_PARAM_VALUE = re.compile(r"^[\x20\x21\x23-\x5b\x5d-\x7e]*\Z")  # RFC 6750 §3
 
 
@@ -81,9 +83,21 @@ class RouteSpec(Section):
     id: str | None = None
     #: A public operation needs no credentials. Default false: deny unless declared open.
     public: bool = False
+    #: Scopes the access token must all grant (RFC 6750 §3.1 ``insufficient_scope`` otherwise).
+    scopes: tuple[str, ...] = ()
+    #: Scopes of which the access token must grant at least one.
+    any_scopes: tuple[str, ...] = ()
 
     def _check(self) -> None:
         problems = []
+        for name in ("scopes", "any_scopes"):
+            for i, scope in enumerate(getattr(self, name)):
+                if not _SCOPE.match(scope):
+                    problems.append(
+                        ConfigProblem(f"{name}[{i}]", f"{scope!r} is not a scope token (RFC 6749 §3.3)")
+                    )
+        if self.public and (self.scopes or self.any_scopes):
+            problems.append(ConfigProblem("public", "a public operation cannot require scopes"))
         if not _TOKEN.match(self.method) or self.method != self.method.upper():
             problems.append(ConfigProblem("method", f"{self.method!r} is not an upper-case HTTP method"))
         problems.extend(ConfigProblem("path", m) for m in _template_problems(self.path))
@@ -237,6 +251,7 @@ class AuditPolicy(Section):
 
 
 _PROFILE_REJECTS_BAD_INTERACTION_ID = {"fapi1-adv", "obie"}
+_PROFILE_REQUIRES_SENDER_CONSTRAINT = {"fapi2", "fapi1-adv", "obie"}
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -254,20 +269,45 @@ class Policy(Section):
     response_headers: ResponseHeadersPolicy = _section(ResponseHeadersPolicy)
     problems: ProblemsPolicy = _section(ProblemsPolicy)
     audit: AuditPolicy = _section(AuditPolicy)
+    tokens: TokensPolicy = _section(TokensPolicy)
 
     def _check(self) -> None:
         problems = []
-        for i, op in enumerate(self.routes.operations):
-            if not op.public:
-                problems.append(
-                    ConfigProblem(
-                        f"routes.operations[{i}].public",
-                        f"{op.method} {op.path} is not public, so it needs token verification, "
-                        "which this policy does not configure; declare it public: true",
+        if not self.tokens.configured:
+            for i, op in enumerate(self.routes.operations):
+                if not op.public:
+                    problems.append(
+                        ConfigProblem(
+                            f"routes.operations[{i}].public",
+                            f"{op.method} {op.path} is not public, so it needs token verification; "
+                            "configure tokens.issuers or tokens.introspection, or declare it public: true",
+                        )
                     )
+        allowed = PROFILE_ALGORITHMS[self.profile]
+        for i, issuer in enumerate(self.tokens.issuers):
+            for j, alg in enumerate(issuer.algorithms):
+                if alg not in allowed:
+                    problems.append(
+                        ConfigProblem(
+                            f"tokens.issuers[{i}].algorithms[{j}]",
+                            f"{alg} is not allowed under profile {self.profile} "
+                            f"(allowed: {', '.join(sorted(allowed))})",
+                        )
+                    )
+        required = self.profile in _PROFILE_REQUIRES_SENDER_CONSTRAINT
+        if self.tokens.require_sender_constraint is False and required:
+            problems.append(
+                ConfigProblem(
+                    "tokens.require_sender_constraint",
+                    f"profile {self.profile} accepts only sender-constrained tokens (FAPI 2.0 §5.3.4)",
                 )
+            )
         if problems:
             raise ConfigurationError(problems)
+        if self.tokens.require_sender_constraint is None:
+            object.__setattr__(
+                self, "tokens", dataclasses.replace(self.tokens, require_sender_constraint=required)
+            )
         if self.interaction_id.invalid is None:
             mode: Literal["replace", "reject"] = (
                 "reject" if self.profile in _PROFILE_REJECTS_BAD_INTERACTION_ID else "replace"
@@ -275,7 +315,7 @@ class Policy(Section):
             object.__setattr__(self, "interaction_id", dataclasses.replace(self.interaction_id, invalid=mode))
         if self.routes.undeclared == "allow":
             log.warning("policy: routes.undeclared is 'allow'; undeclared operations are not denied")
-        for name in ("request", "routes", "auth", "interaction_id"):
+        for name in ("request", "routes", "auth", "interaction_id", "tokens"):
             if getattr(self, name).mode == "report":
                 log.warning("policy: %s runs in report mode; its denials are logged, not enforced", name)
 
@@ -289,10 +329,20 @@ class Policy(Section):
     @classmethod
     def from_yaml(cls, source: str | os.PathLike[str] | IO[str]) -> Policy:
         """Load a policy from a YAML file (a path or an open text file)."""
+        directory: str | None
         if isinstance(source, (str, os.PathLike)):
             with open(source, encoding="utf-8") as fh:
-                return cls.from_yaml_text(fh.read())
-        return cls.from_yaml_text(source.read())
+                text = fh.read()
+            directory = os.path.dirname(os.path.abspath(source))
+        else:
+            text = source.read()
+            name = getattr(source, "name", None)
+            directory = os.path.dirname(os.path.abspath(name)) if isinstance(name, str) else None
+        token = BASE_DIR.set(directory)
+        try:
+            return cls.from_yaml_text(text)
+        finally:
+            BASE_DIR.reset(token)
 
     @classmethod
     def from_yaml_text(cls, text: str) -> Policy:

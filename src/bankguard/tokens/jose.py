@@ -1,0 +1,258 @@
+"""Strict compact JWS: parsing and signature verification on ``cryptography``.
+
+Written for resource servers that must refuse anything ambiguous (RFC 8725, 8725bis):
+
+* exactly three segments of the base64url alphabet; decoding is strict and canonical:
+  no padding, no whitespace, no stray characters, no set trailing bits (RFC 7515 §2,
+  §5.2 step 2; JWT-01, ATK-17);
+* header and claims are UTF-8 JSON *objects*, without duplicate member names (also
+  when spelled with escapes), without ``NaN`` / ``Infinity`` or numbers that overflow
+  to infinity, without lone surrogates, with bounded depth (RFC 7519 §7.2; JWT-02,
+  JWT-03, JWT-09, ATK-22, ATK-29);
+* the algorithm is pinned by the key, never taken from the token (RFC 8725 §3.1):
+  :func:`verify` receives the algorithm the *key* is bound to, and the header ``alg``
+  must equal it exactly;
+* ECDSA signatures are fixed-length ``R || S`` with ``0 < r, s < n`` (RFC 7518 §3.4;
+  CVE-2022-21449); RSA keys under 2048 bits are refused (RFC 7518 §3.3, FAPI 2.0 §5.4.1).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+
+@dataclass(frozen=True, slots=True)
+class SharedSecret:
+    """An HMAC key (HS256/384/512), configured for one issuer alone; never from a JWK Set."""
+
+    secret: bytes = field(repr=False)
+
+
+PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey | ed448.Ed448PublicKey
+Key = PublicKey | SharedSecret
+
+_SEGMENT = re.compile(r"^[A-Za-z0-9_-]*\Z")
+MAX_DEPTH = 8
+MAX_MEMBERS = 256
+
+
+class JoseError(ValueError):
+    """The JWS is invalid. ``reason`` is a stable code for the audit event."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def b64url_decode(segment: str, what: str = "segment") -> bytes:
+    """Strict, canonical base64url without padding (RFC 7515 §2)."""
+    if not _SEGMENT.match(segment) or len(segment) % 4 == 1:
+        raise JoseError(f"{what}_not_base64url")
+    try:
+        data = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+    except (binascii.Error, ValueError):
+        raise JoseError(f"{what}_not_base64url") from None
+    if base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii") != segment:
+        raise JoseError(f"{what}_not_canonical")
+    return data
+
+
+def b64url_encode(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _no_constants(name: str) -> Any:
+    raise JoseError("json_non_finite_number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise JoseError("json_non_finite_number")
+    return value
+
+
+def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise JoseError("json_duplicate_member")
+        result[key] = value
+    return result
+
+
+_DECODER = json.JSONDecoder(
+    object_pairs_hook=_unique_object, parse_constant=_no_constants, parse_float=_finite_float
+)
+
+
+def _check_structure(value: Any, depth: int = 0) -> None:
+    if depth > MAX_DEPTH:
+        raise JoseError("json_too_deep")
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise JoseError("json_lone_surrogate") from None
+    elif isinstance(value, dict):
+        if len(value) > MAX_MEMBERS:
+            raise JoseError("json_too_many_members")
+        for k, v in value.items():
+            _check_structure(k, depth + 1)
+            _check_structure(v, depth + 1)
+    elif isinstance(value, list):
+        if len(value) > MAX_MEMBERS:
+            raise JoseError("json_too_many_members")
+        for v in value:
+            _check_structure(v, depth + 1)
+
+
+def json_object(data: bytes, what: str) -> dict[str, Any]:
+    """Strict UTF-8 JSON object (RFC 7519 §7.2 steps 4 and 10; RFC 8259)."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise JoseError(f"{what}_not_utf8") from None
+    try:
+        value = _DECODER.decode(text)
+    except JoseError:
+        raise
+    except (ValueError, RecursionError):
+        raise JoseError(f"{what}_not_json") from None
+    if not isinstance(value, dict):
+        raise JoseError(f"{what}_not_object")
+    _check_structure(value)
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class CompactJWS:
+    """A parsed, not yet verified compact JWS."""
+
+    header: dict[str, Any]
+    payload: bytes
+    signing_input: bytes
+    signature: bytes
+
+
+def parse_compact(token: str, max_length: int) -> CompactJWS:
+    """Split and decode a compact JWS; refuses JWE, JSON serialisation and oversize tokens."""
+    if len(token) > max_length:
+        raise JoseError("token_too_large")
+    parts = token.split(".")
+    if len(parts) == 5:
+        raise JoseError("jwe_not_accepted")
+    if len(parts) != 3:
+        raise JoseError("not_compact_jws")
+    h, p, s = parts
+    header = json_object(b64url_decode(h, "header"), "header")
+    payload = b64url_decode(p, "payload")
+    signature = b64url_decode(s, "signature")
+    if not signature:
+        raise JoseError("signature_missing")
+    return CompactJWS(header, payload, f"{h}.{p}".encode("ascii"), signature)
+
+
+# -- algorithms ---------------------------------------------------------------------------
+
+_HASHES: dict[str, type[hashes.HashAlgorithm]] = {
+    "256": hashes.SHA256,
+    "384": hashes.SHA384,
+    "512": hashes.SHA512,
+}
+_EC_CURVES: dict[str, tuple[type[ec.EllipticCurve], int]] = {
+    "ES256": (ec.SECP256R1, 32),
+    "ES384": (ec.SECP384R1, 48),
+    "ES512": (ec.SECP521R1, 66),
+}
+_EC_ORDERS = {
+    "ES256": 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551,
+    "ES384": int(
+        "FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFC7634D81F4372DDF581A0DB248B0A77AECEC196ACCC52973", 16
+    ),
+    "ES512": int(
+        "01FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFA51868783BF2F966B7FCC0148F709A5D03BB5C9B8899C47AEBB6FB71E91386409",
+        16,
+    ),
+}
+#: Every asymmetric JWS algorithm bankguard verifies (RFC 7518 §3.1, RFC 8037 §3.1).
+ASYMMETRIC_ALGORITHMS = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+)
+_HMAC = {"HS256": hashlib.sha256, "HS384": hashlib.sha384, "HS512": hashlib.sha512}
+MIN_RSA_BITS = 2048
+MAX_RSA_BITS = 8192
+
+
+def check_key_for_alg(key: Key, alg: str) -> None:
+    """Raise JoseError unless ``key`` is usable with ``alg`` (family, curve, size)."""
+    if alg in _HMAC:
+        if not isinstance(key, SharedSecret):
+            raise JoseError("key_alg_mismatch")
+        if len(key.secret) < 32:
+            raise JoseError("hmac_key_size")
+    elif isinstance(key, SharedSecret):
+        raise JoseError("key_alg_mismatch")
+    elif alg.startswith(("RS", "PS")):
+        if not isinstance(key, rsa.RSAPublicKey):
+            raise JoseError("key_alg_mismatch")
+        if not MIN_RSA_BITS <= key.key_size <= MAX_RSA_BITS:
+            raise JoseError("rsa_key_size")
+    elif alg in _EC_CURVES:
+        curve, _ = _EC_CURVES[alg]
+        if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, curve):
+            raise JoseError("key_alg_mismatch")
+    elif alg == "EdDSA":
+        if not isinstance(key, (ed25519.Ed25519PublicKey, ed448.Ed448PublicKey)):
+            raise JoseError("key_alg_mismatch")
+    else:
+        raise JoseError("alg_not_supported")
+
+
+def verify_signature(key: Key, alg: str, signing_input: bytes, signature: bytes) -> None:
+    """Verify one JWS signature with ``alg``: the algorithm the key is bound to."""
+    try:
+        if alg in _HMAC and isinstance(key, SharedSecret):
+            expected = hmac.new(key.secret, signing_input, _HMAC[alg]).digest()
+            if not hmac.compare_digest(expected, signature):
+                raise JoseError("signature_invalid")
+        elif alg.startswith("RS") and isinstance(key, rsa.RSAPublicKey):
+            key.verify(signature, signing_input, padding.PKCS1v15(), _HASHES[alg[2:]]())
+        elif alg.startswith("PS") and isinstance(key, rsa.RSAPublicKey):
+            digest = _HASHES[alg[2:]]()
+            pss = padding.PSS(mgf=padding.MGF1(digest), salt_length=padding.PSS.DIGEST_LENGTH)
+            key.verify(signature, signing_input, pss, digest)
+        elif alg in _EC_CURVES and isinstance(key, ec.EllipticCurvePublicKey):
+            _, size = _EC_CURVES[alg]
+            if len(signature) != 2 * size:
+                raise JoseError("signature_length")
+            r = int.from_bytes(signature[:size], "big")
+            s = int.from_bytes(signature[size:], "big")
+            n = _EC_ORDERS[alg]
+            if not (0 < r < n and 0 < s < n):
+                raise JoseError("signature_out_of_range")
+            der = encode_dss_signature(r, s)
+            key.verify(der, signing_input, ec.ECDSA(_HASHES[alg[2:]]()))
+        elif alg == "EdDSA" and isinstance(key, (ed25519.Ed25519PublicKey, ed448.Ed448PublicKey)):
+            key.verify(signature, signing_input)
+        else:
+            raise JoseError("key_alg_mismatch")
+    except InvalidSignature:
+        raise JoseError("signature_invalid") from None
+    except JoseError:
+        raise
+    except (ValueError, TypeError):
+        raise JoseError("signature_invalid") from None
