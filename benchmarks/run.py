@@ -25,6 +25,7 @@ from typing import Any
 from fastapi import FastAPI
 from flask import Flask, jsonify
 
+import tokens  # benchmarks/tokens.py, beside this script
 from bankguard import BankGuardMiddleware, BankGuardWSGI, Guard, Policy
 from bankguard.audit import EventCollector
 from bankguard.testing import make_facts
@@ -225,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:<18}{b:>14,.0f}{w:>16,.0f}{w / b:>8.2f}{added:>15.1f}")
     d = statistics.median(decisions)
     print(f"{'decision only':<18}{'':>14}{d:>16,.0f}{'':>8}{1e6 / d:>15.1f}")
+    tokens.report(rounds, 50 if args.quick else 300)
     return 0
 
 

@@ -25,6 +25,7 @@ from .policy import (
     RoutesPolicy,
 )
 from .request import Headers, RequestFacts
+from .scopes import ScopeRequirement, require_scopes
 
 __version__ = "0.1.0.dev0"
 
@@ -53,9 +54,11 @@ __all__ = [
     "ResponseHeadersPolicy",
     "RouteSpec",
     "RoutesPolicy",
+    "ScopeRequirement",
     "SecurityContext",
     "__version__",
     "get_context",
     "get_principal",
     "protect",
+    "require_scopes",
 ]

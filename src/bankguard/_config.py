@@ -66,6 +66,8 @@ def describe(tp: Any) -> str:
 
 def convert(tp: Any, value: object, path: str, parse: Parser | None = None) -> object:
     if parse is not None:
+        if value is None and get_origin(tp) in (Union, types.UnionType) and type(None) in get_args(tp):
+            return None
         return parse(value, path)
     origin = get_origin(tp)
     if origin is Literal:

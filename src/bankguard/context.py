@@ -2,10 +2,33 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextvars
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 from .decision import CONTEXT_KEY, Principal, SecurityContext
+
+#: The context of the request being served, for code that has no request object at hand
+#: (``require_scopes`` wrappers). Set by the adapters around the call into the application;
+#: copied into worker threads with the rest of the context.
+_CURRENT: contextvars.ContextVar[SecurityContext | None] = contextvars.ContextVar(
+    "bankguard_context", default=None
+)
+
+
+def current_context() -> SecurityContext | None:
+    """The :class:`SecurityContext` of the request being served in this context, if any."""
+    return _CURRENT.get()
+
+
+@contextmanager
+def serving(context: SecurityContext) -> Iterator[None]:
+    token = _CURRENT.set(context)
+    try:
+        yield
+    finally:
+        _CURRENT.reset(token)
 
 
 class NotProtectedError(RuntimeError):

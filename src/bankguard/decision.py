@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from .scopes import ScopeRequirement
+
 if TYPE_CHECKING:
     from .audit import AuditEvent
     from .errors import Denied
@@ -56,6 +58,11 @@ class Operation:
     method: str
     path: str
     public: bool = False
+    #: Scopes the token must all grant, and scopes of which it must grant one (policy-declared).
+    scopes: tuple[str, ...] = ()
+    any_scopes: tuple[str, ...] = ()
+    #: ``scopes`` and ``any_scopes`` as one requirement, built once (None when there are none).
+    requirement: ScopeRequirement | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -71,6 +78,9 @@ class SecurityContext:
     interaction_id: str
     #: Path parameters matched by the operation's template (decoded).
     path_params: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+    #: The guard that decided, so late checks (``require_scopes`` at call time) can render
+    #: and audit their refusals the same way.
+    guard: Any = field(default=None, repr=False, compare=False)
 
 
 CONTEXT_KEY = "bankguard.context"

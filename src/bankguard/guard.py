@@ -18,11 +18,12 @@ is recorded on the audit event and the request continues.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 import time
 import uuid
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
@@ -33,12 +34,15 @@ from .controls.interaction import InteractionIdCheck
 from .controls.interaction import resolve as resolve_interaction_id
 from .controls.request import RequestCheck
 from .controls.routes import RouteCheck
+from .controls.tokens import TokenCheck
 from .decision import Decision, SecurityContext
 from .errors import Denied, InternalFault
 from .policy import Network, Policy
 from .problem import ProblemRenderer, ProblemResponse, Scheme
 from .request import RequestFacts
-from .stores import AsyncStore, MemoryStore, StoreFailure, StoreOp, SyncStore
+from .stores import AsyncStore, Call, MemoryStore, StoreFailure, StoreOp, SyncStore
+from .tokens.jwt import VerifiedToken
+from .tokens.runtime import build_introspection, build_verifier, close_sources
 
 log = logging.getLogger("bankguard")
 
@@ -48,14 +52,17 @@ STRIPPED_RESPONSE_HEADERS = frozenset({"client-cert", "client-cert-chain"})
 Flow = Generator[StoreOp, Any, Decision]
 
 
-def default_checks(policy: Policy) -> list[Check]:
+def default_checks(policy: Policy, tokens: TokenCheck | None = None) -> list[Check]:
     """The built-in checks, in evaluation order."""
-    return [
+    checks: list[Check] = [
         RequestCheck(policy.request),
         InteractionIdCheck(policy.interaction_id),
         RouteCheck(policy.routes),
         AuthCheck(policy.auth),
     ]
+    if tokens is not None:
+        checks.append(tokens)
+    return checks
 
 
 def client_address(peer: str | None, forwarded_for: list[str], trusted: tuple[Network, ...]) -> str | None:
@@ -127,9 +134,21 @@ class Guard:
         checks: Sequence[Check] | None = None,
         sink: Sink | None = None,
         store: SyncStore | AsyncStore | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.policy = policy
-        self.checks: tuple[Check, ...] = tuple(default_checks(policy) if checks is None else checks)
+        self.tokens: TokenCheck | None = None
+        if policy.tokens.configured:
+            verifier = build_verifier(policy.tokens, clock)
+            self.tokens = TokenCheck(
+                policy,
+                verifier=verifier,
+                introspection=build_introspection(policy.tokens, clock),
+                clock=clock,
+            )
+        self.checks: tuple[Check, ...] = tuple(
+            default_checks(policy, self.tokens) if checks is None else checks
+        )
         self.sink: Sink = sink if sink is not None else resolve_sink(policy.audit)
         self.store = store if store is not None else MemoryStore()
         self.interaction_header = policy.interaction_id.header
@@ -145,6 +164,20 @@ class Guard:
 
     def __repr__(self) -> str:
         return f"Guard(checks={[c.name for c in self.checks]!r})"
+
+    def close(self) -> None:
+        """Stop background work (key refresh threads). The guard refuses nothing after this;
+        it simply stops refreshing keys, so cached keys age out and tokens then fail closed."""
+        if self.tokens is not None:
+            close_sources(self.tokens.verifier)
+
+    def evict_token(self, token: str) -> bool:
+        """Revocation hook: forget a verified token so its next use is verified again."""
+        return self.tokens.cache.evict(token) if self.tokens is not None else False
+
+    def evict_tokens(self, predicate: Callable[[VerifiedToken], bool]) -> int:
+        """Revocation hook: forget every cached token matching ``predicate`` (a ``jti``, a client...)."""
+        return self.tokens.cache.evict_where(predicate) if self.tokens is not None else 0
 
     # -- the pipeline ----------------------------------------------------------------
 
@@ -200,6 +233,7 @@ class Guard:
             operation=state.operation,
             interaction_id=state.interaction_id,
             path_params=state.path_params,
+            guard=self,
         )
         first = denial or (reports[0] if reports else None)
         principal = state.principal
@@ -240,7 +274,7 @@ class Guard:
         step = _step(gen, None, None)
         while not isinstance(step, Decision):
             try:
-                result = target.execute(step)
+                result = step.fn() if isinstance(step, Call) else target.execute(step)
             except Exception as exc:
                 step = _step(gen, None, _failure(exc, step))
             else:
@@ -254,7 +288,10 @@ class Guard:
         step = _step(gen, None, None)
         while not isinstance(step, Decision):
             try:
-                result = await target.aexecute(step)
+                if isinstance(step, Call):
+                    result = await asyncio.to_thread(step.fn)
+                else:
+                    result = await target.aexecute(step)
             except Exception as exc:
                 step = _step(gen, None, _failure(exc, step))
             else:
@@ -268,6 +305,34 @@ class Guard:
         if decision.denial is None:
             raise ValueError("the decision allows the request")
         return self.renderer.render(decision.denial, decision.interaction_id, head=head)
+
+    def late_denial(
+        self, context: SecurityContext, denial: Denied, *, method: str = "", path: str = ""
+    ) -> ProblemResponse:
+        """Audit and render a refusal raised after the decision, inside the application
+        (``require_scopes`` checked at call time, ``Security(bearer, scopes=...)``)."""
+        principal = context.principal
+        emit(
+            self.sink,
+            AuditEvent(
+                time=_now(),
+                outcome="deny",
+                status=denial.status,
+                control=denial.control or "scopes",
+                reason=denial.reason,
+                interaction_id=context.interaction_id,
+                interaction_id_generated=False,
+                method=method[:16],
+                path=path[:512],
+                operation=context.operation.id if context.operation else None,
+                peer=None,
+                client_address=None,
+                client_id=principal.client_id,
+                tpp_id=principal.tpp_id,
+                subject=principal.subject,
+            ),
+        )
+        return self.renderer.render(denial, context.interaction_id, head=method == "HEAD")
 
     def fault(self, reason: str, *, head: bool = False) -> ProblemResponse:
         """A fail-closed 503 for a failure outside the pipeline (e.g. in an adapter)."""

@@ -208,6 +208,8 @@ class IntrospectionPolicy(Section):
                         "client_secret_env", f"environment variable {self.client_secret_env} is not set"
                     )
                 )
+        elif self.endpoint.startswith("http://"):
+            problems.append(ConfigProblem("endpoint", "tls_client_auth needs an https:// endpoint"))
         elif not (self.client_cert_file and self.client_key_file):
             problems.append(
                 ConfigProblem("auth", "tls_client_auth needs client_cert_file and client_key_file")

@@ -17,6 +17,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
+from .scopes import ScopeRequirement
+
 
 class Headers:
     """Immutable, ordered header field lines with case-insensitive lookup."""
@@ -122,6 +124,8 @@ class RequestFacts:
     body_too_large: bool = False
     #: The adapter found the body framing invalid (e.g. a bad Content-Length).
     framing_error: str | None = None
+    #: Scopes the application declared for the matched endpoint (``require_scopes``).
+    requirements: ScopeRequirement | None = None
 
     def __repr__(self) -> str:
         return (

@@ -50,7 +50,19 @@ class Get:
     key: str
 
 
-StoreOp = Incr | SetIfAbsent | Get
+@dataclass(frozen=True, slots=True)
+class Call:
+    """Run a blocking callable (a key refresh, an introspection request) and return its result.
+
+    Not a store operation: the drivers run it themselves, directly under WSGI and in a
+    worker thread under ASGI, so the event loop never blocks. The callable must bound its
+    own time and should return failures as values; an exception it raises fails closed.
+    """
+
+    fn: Callable[[], object]
+
+
+StoreOp = Incr | SetIfAbsent | Get | Call
 
 
 class StoreFailure(BankGuardError):

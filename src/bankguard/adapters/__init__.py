@@ -57,13 +57,25 @@ def protect(app: A, policy: Policy, *, kind: Literal["asgi", "wsgi"] | None = No
         raise ValueError("this application is already protected by bankguard")
     guard = Guard(policy)
     if kind is None and hasattr(app, "wsgi_app") and not _is_asgi(app):
-        app.wsgi_app = BankGuardWSGI(app.wsgi_app, guard=guard)
+        from ..integrations.flask import install_error_handler as install_flask_handler
+        from ..integrations.flask import scope_resolver as flask_resolver
+
+        install_flask_handler(app)  # type: ignore[arg-type]
+
+        app.wsgi_app = BankGuardWSGI(app.wsgi_app, guard=guard, resolver=flask_resolver(app))  # type: ignore[arg-type]
         return app
     build_stack = getattr(app, "build_middleware_stack", None)
     if kind is None and callable(build_stack) and _is_asgi(app):
         # Starlette builds its stack lazily on the first call; wrap what it builds.
+        from ..integrations.starlette import install_error_handler as install_starlette_handler
+        from ..integrations.starlette import scope_resolver as starlette_resolver
+
+        install_starlette_handler(app)
+
+        resolver = starlette_resolver(app)
+
         def build_guarded_stack() -> Any:
-            return BankGuardMiddleware(build_stack(), guard=guard)
+            return BankGuardMiddleware(build_stack(), guard=guard, resolver=resolver)
 
         app.build_middleware_stack = build_guarded_stack  # type: ignore[attr-defined]
         _PROTECTED.add(app)

@@ -18,11 +18,14 @@ import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from ..context import serving
 from ..decision import CONTEXT_KEY, Decision
+from ..errors import Denied
 from ..guard import Guard
 from ..policy import Policy
 from ..problem import ProblemResponse
 from ..request import Headers, RequestFacts, parse_content_length
+from ..scopes import ScopeRequirement, requirement_of
 
 log = logging.getLogger("bankguard")
 
@@ -36,11 +39,20 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 class BankGuardMiddleware:
     """Wrap an ASGI application: ``app = BankGuardMiddleware(app, policy)``."""
 
-    def __init__(self, app: ASGIApp, policy: Policy | None = None, *, guard: Guard | None = None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        policy: Policy | None = None,
+        *,
+        guard: Guard | None = None,
+        resolver: Callable[[Scope], ScopeRequirement | None] | None = None,
+    ) -> None:
         if (policy is None) == (guard is None):
             raise TypeError("pass exactly one of policy or guard")
         self.app = app
         self.guard = guard if guard is not None else Guard(policy)  # type: ignore[arg-type]
+        #: Finds the scopes the application declared for a request (``require_scopes``).
+        self.resolver = resolver if resolver is not None else _app_level(app)
 
     def __repr__(self) -> str:
         return f"BankGuardMiddleware(app={self.app!r}, guard={self.guard!r})"
@@ -72,7 +84,26 @@ class BankGuardMiddleware:
             await _send_problem(send, self.guard.problem(decision, head=head))
             return
         scope[CONTEXT_KEY] = decision.context
-        await self.app(scope, _replay(receive, prefix, more), self._sender(send, decision))
+        started = False
+        sender = self._sender(send, decision)
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await sender(message)
+
+        try:
+            with serving(decision.context):
+                await self.app(scope, _replay(receive, prefix, more), tracking_send)
+        except Denied as denial:
+            # A check made at call time (require_scopes) refused the request inside the app.
+            if started:
+                raise
+            response = self.guard.late_denial(
+                decision.context, denial, method=scope.get("method", ""), path=scope.get("path", "")
+            )
+            await _send_problem(send, response)
 
     async def _read(self, scope: Scope, receive: Receive) -> tuple[RequestFacts | None, bytes | None, bool]:
         headers = Headers((k.decode("latin-1"), v.decode("latin-1")) for k, v in scope.get("headers", ()))
@@ -115,6 +146,7 @@ class BankGuardMiddleware:
             body=None if too_large else body,
             body_too_large=too_large,
             framing_error=framing,
+            requirements=self.resolver(scope) if self.resolver is not None else None,
         )
         return facts, body, more
 
@@ -130,6 +162,12 @@ class BankGuardMiddleware:
             await send(message)
 
         return sender
+
+
+def _app_level(app: object) -> Callable[[Scope], ScopeRequirement | None] | None:
+    """A requirement declared on the application object itself applies to every request."""
+    declared = requirement_of(app)
+    return None if declared is None else (lambda scope: declared)
 
 
 def _replay(receive: Receive, prefix: bytes | None, more: bool) -> Receive:

@@ -20,11 +20,14 @@ from http import HTTPStatus
 from types import TracebackType
 from typing import Any
 
+from ..context import serving
 from ..decision import CONTEXT_KEY, Decision
+from ..errors import Denied
 from ..guard import Guard
 from ..policy import Policy
 from ..problem import ProblemResponse
 from ..request import Headers, RequestFacts, parse_content_length
+from ..scopes import ScopeRequirement, requirement_of
 
 log = logging.getLogger("bankguard")
 
@@ -90,11 +93,23 @@ class _ChainedInput(io.RawIOBase):
 class BankGuardWSGI:
     """Wrap a WSGI application: ``app.wsgi_app = BankGuardWSGI(app.wsgi_app, policy)``."""
 
-    def __init__(self, app: WSGIApp, policy: Policy | None = None, *, guard: Guard | None = None) -> None:
+    def __init__(
+        self,
+        app: WSGIApp,
+        policy: Policy | None = None,
+        *,
+        guard: Guard | None = None,
+        resolver: Callable[[Environ], ScopeRequirement | None] | None = None,
+    ) -> None:
         if (policy is None) == (guard is None):
             raise TypeError("pass exactly one of policy or guard")
         self.app = app
         self.guard = guard if guard is not None else Guard(policy)  # type: ignore[arg-type]
+        #: Finds the scopes the application declared for a request (``require_scopes``).
+        declared = requirement_of(app)
+        self.resolver = (
+            resolver if resolver is not None else (None if declared is None else lambda e: declared)
+        )
 
     def __repr__(self) -> str:
         return f"BankGuardWSGI(app={self.app!r}, guard={self.guard!r})"
@@ -110,7 +125,18 @@ class BankGuardWSGI:
         if not decision.allowed:
             return _problem(start_response, self.guard.problem(decision, head=head))
         environ[CONTEXT_KEY] = decision.context
-        return self.app(environ, self._starter(start_response, decision))
+        try:
+            with serving(decision.context):
+                return self.app(environ, self._starter(start_response, decision))
+        except Denied as denial:
+            # A check made at call time (require_scopes) refused the request inside the app.
+            response = self.guard.late_denial(
+                decision.context,
+                denial,
+                method=environ.get("REQUEST_METHOD", ""),
+                path=environ.get("PATH_INFO", ""),
+            )
+            return _problem(start_response, response)
 
     def _facts(self, environ: Environ) -> RequestFacts:
         headers = _headers(environ)
@@ -144,6 +170,7 @@ class BankGuardWSGI:
             body=None if too_large else body,
             body_too_large=too_large,
             framing_error=framing,
+            requirements=self.resolver(environ) if self.resolver is not None else None,
         )
 
     def _starter(self, start_response: StartResponse, decision: Decision) -> StartResponse:

@@ -19,6 +19,7 @@ from ..decision import Operation
 from ..errors import MethodNotAllowed, NotFound
 from ..policy import RouteSpec, RoutesPolicy
 from ..request import RequestFacts
+from ..scopes import ScopeRequirement
 from . import State
 
 _PARAM = re.compile(r"\{([^{}/]*)\}")
@@ -43,7 +44,18 @@ def compile_template(path: str) -> re.Pattern[str]:
 
 
 def _operation(spec: RouteSpec) -> Operation:
-    return Operation(id=spec.operation_id, method=spec.method, path=spec.path, public=spec.public)
+    return Operation(
+        id=spec.operation_id,
+        method=spec.method,
+        path=spec.path,
+        public=spec.public,
+        scopes=spec.scopes,
+        any_scopes=spec.any_scopes,
+        requirement=ScopeRequirement(
+            frozenset(spec.scopes), (frozenset(spec.any_scopes),) if spec.any_scopes else ()
+        )
+        or None,
+    )
 
 
 class RouteTable:

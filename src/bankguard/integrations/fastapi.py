@@ -1,21 +1,41 @@
-"""FastAPI / Starlette helpers: dependencies yielding what bankguard verified.
+"""FastAPI / Starlette helpers: dependencies yielding what bankguard verified, and the
+scope resolver that lets bankguard enforce ``require_scopes`` and ``Security`` scopes
+before the endpoint runs.
 
-from fastapi import Depends, FastAPI
-from bankguard import Policy, Principal, protect
-from bankguard.integrations.fastapi import principal
+    from fastapi import Depends, FastAPI, Security
+    from bankguard import Policy, Principal, protect, require_scopes
+    from bankguard.integrations.fastapi import bearer, principal
 
-app = protect(FastAPI(), Policy.from_yaml("policy.yaml"))
+    app = protect(FastAPI(), Policy.from_yaml("policy.yaml"))
 
-@app.get("/accounts")
-async def accounts(who: Principal = Depends(principal)): ...
+    @app.get("/accounts")
+    async def accounts(who: Principal = Security(bearer, scopes=["accounts"])): ...
+
+    @app.get("/balances")
+    @require_scopes("accounts")
+    async def balances(who: Principal = Depends(principal)): ...
+
+Both forms are enforced by the guard, in front of the app (one decision, one audit
+event); ``bearer`` also puts the HTTP bearer security scheme into the generated OpenAPI.
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable, Iterable, MutableMapping
+from typing import Any
+
+from fastapi.openapi.models import HTTPBearer as HTTPBearerModel
+from fastapi.security import SecurityScopes
+from fastapi.security.base import SecurityBase
 from starlette.requests import HTTPConnection
 
 from ..context import get_context
 from ..decision import Principal, SecurityContext
+from ..scopes import ScopeRequirement, enforce, parse_scopes
+from .starlette import scope_resolver as starlette_scope_resolver
+
+Scope = MutableMapping[str, Any]
 
 
 def security_context(connection: HTTPConnection) -> SecurityContext:
@@ -33,4 +53,56 @@ def interaction_id(connection: HTTPConnection) -> str:
     return get_context(connection.scope).interaction_id
 
 
-__all__ = ["interaction_id", "principal", "security_context"]
+class BankGuardBearer(SecurityBase):
+    """A security dependency: yields the verified principal and documents the bearer scheme.
+
+    Scopes given with ``Security(bearer, scopes=[...])`` are enforced by the guard before
+    the endpoint runs where it can resolve the route, and by this dependency in any case.
+    """
+
+    def __init__(self, *, scheme_name: str = "bankguard", description: str | None = None) -> None:
+        self.model = HTTPBearerModel(bearerFormat="JWT", description=description)
+        self.scheme_name = scheme_name
+
+    async def __call__(self, connection: HTTPConnection, security_scopes: SecurityScopes) -> Principal:
+        context = get_context(connection.scope)
+        if security_scopes.scopes:
+            enforce(ScopeRequirement(parse_scopes(security_scopes.scopes)))
+        elif not context.principal.authenticated:
+            enforce(ScopeRequirement())  # a bearer dependency means: a verified token is required
+        return context.principal
+
+
+#: The default security dependency.
+bearer = BankGuardBearer()
+
+
+def security_scopes(dependant: Any, seen: set[int] | None = None) -> ScopeRequirement | None:
+    """Scopes of ``Security(<BankGuardBearer>, scopes=...)`` anywhere in a route's dependencies."""
+    seen = seen if seen is not None else set()
+    if id(dependant) in seen:
+        return None
+    seen.add(id(dependant))
+    found: ScopeRequirement | None = None
+    call = getattr(dependant, "call", None)
+    while isinstance(call, functools.partial):
+        call = call.func
+    if isinstance(call, BankGuardBearer):
+        scopes: Iterable[str] = (
+            getattr(dependant, "own_oauth_scopes", None) or getattr(dependant, "security_scopes", None) or ()
+        )
+        if scopes:
+            found = ScopeRequirement(parse_scopes(scopes))
+    for sub in getattr(dependant, "dependencies", ()):
+        inner = security_scopes(sub, seen)
+        if inner:
+            found = inner.merge(found) if found else inner
+    return found
+
+
+def scope_resolver(app: Any) -> Callable[[Scope], ScopeRequirement | None]:
+    """The Starlette resolver (it also reads ``Security(bearer, scopes=...)`` on FastAPI routes)."""
+    return starlette_scope_resolver(app)
+
+
+__all__ = ["BankGuardBearer", "bearer", "interaction_id", "principal", "scope_resolver", "security_context"]

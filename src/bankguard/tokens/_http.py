@@ -119,23 +119,26 @@ def request(
     try:
         conn.request(method, target, body=body, headers={"User-Agent": USER_AGENT, **dict(headers)})
         response = conn.getresponse()
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            if time.monotonic() > deadline:
-                raise FetchError("timeout")
-            chunk = response.read(min(65536, max_bytes + 1 - size))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-            if size > max_bytes:
-                raise FetchError("too_large")
-        return HttpResponse(
-            status=response.status,
-            headers={k.lower(): v for k, v in response.getheaders()},
-            body=b"".join(chunks),
-        )
+        try:
+            chunks: list[bytes] = []
+            size = 0
+            while True:
+                if time.monotonic() > deadline:
+                    raise FetchError("timeout")
+                chunk = response.read(min(65536, max_bytes + 1 - size))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > max_bytes:
+                    raise FetchError("too_large")
+            return HttpResponse(
+                status=response.status,
+                headers={k.lower(): v for k, v in response.getheaders()},
+                body=b"".join(chunks),
+            )
+        finally:
+            response.close()
     except FetchError:
         raise
     except ssl.SSLError:

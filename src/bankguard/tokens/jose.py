@@ -45,6 +45,7 @@ PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519Public
 Key = PublicKey | SharedSecret
 
 _SEGMENT = re.compile(r"^[A-Za-z0-9_-]*\Z")
+_COMPACT = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*\Z")
 MAX_DEPTH = 8
 MAX_MEMBERS = 256
 
@@ -57,17 +58,25 @@ class JoseError(ValueError):
         self.reason = reason
 
 
-def b64url_decode(segment: str, what: str = "segment") -> bytes:
+# Last characters whose unused low bits are zero, for lengths 2 and 3 mod 4 (RFC 4648 §3.5).
+_CANONICAL_LAST = {2: frozenset("AQgw"), 3: frozenset("AEIMQUYcgkosw048")}
+
+
+_TO_STANDARD = bytes.maketrans(b"-_", b"+/")
+_PADDING = {0: b"", 2: b"==", 3: b"="}
+
+
+def b64url_decode(segment: str, what: str = "segment", *, alphabet_checked: bool = False) -> bytes:
     """Strict, canonical base64url without padding (RFC 7515 §2)."""
-    if not _SEGMENT.match(segment) or len(segment) % 4 == 1:
+    rest = len(segment) % 4
+    if rest == 1 or (not alphabet_checked and not _SEGMENT.match(segment)):
         raise JoseError(f"{what}_not_base64url")
-    try:
-        data = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
-    except (binascii.Error, ValueError):
-        raise JoseError(f"{what}_not_base64url") from None
-    if base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii") != segment:
+    if rest and segment[-1] not in _CANONICAL_LAST[rest]:
         raise JoseError(f"{what}_not_canonical")
-    return data
+    try:
+        return binascii.a2b_base64(segment.encode("ascii").translate(_TO_STANDARD) + _PADDING[rest])
+    except (binascii.Error, ValueError):  # pragma: no cover - the alphabet was checked above
+        raise JoseError(f"{what}_not_base64url") from None
 
 
 def b64url_encode(data: bytes) -> str:
@@ -86,11 +95,9 @@ def _finite_float(text: str) -> float:
 
 
 def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise JoseError("json_duplicate_member")
-        result[key] = value
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        raise JoseError("json_duplicate_member")
     return result
 
 
@@ -99,25 +106,23 @@ _DECODER = json.JSONDecoder(
 )
 
 
-def _check_structure(value: Any, depth: int = 0) -> None:
-    if depth > MAX_DEPTH:
-        raise JoseError("json_too_deep")
-    if isinstance(value, str):
+def _check_structure(value: Any, text: str) -> None:
+    """Bound depth and width of containers; refuse lone surrogates (only possible via ``\\u`` escapes)."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise JoseError("json_too_deep")
+        if len(item) > MAX_MEMBERS:
+            raise JoseError("json_too_many_members")
+        for child in item.values() if isinstance(item, dict) else item:
+            if isinstance(child, (dict, list)):
+                stack.append((child, depth + 1))
+    if "\\u" in text:
         try:
-            value.encode("utf-8")
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
         except UnicodeEncodeError:
             raise JoseError("json_lone_surrogate") from None
-    elif isinstance(value, dict):
-        if len(value) > MAX_MEMBERS:
-            raise JoseError("json_too_many_members")
-        for k, v in value.items():
-            _check_structure(k, depth + 1)
-            _check_structure(v, depth + 1)
-    elif isinstance(value, list):
-        if len(value) > MAX_MEMBERS:
-            raise JoseError("json_too_many_members")
-        for v in value:
-            _check_structure(v, depth + 1)
 
 
 def json_object(data: bytes, what: str) -> dict[str, Any]:
@@ -134,7 +139,7 @@ def json_object(data: bytes, what: str) -> dict[str, Any]:
         raise JoseError(f"{what}_not_json") from None
     if not isinstance(value, dict):
         raise JoseError(f"{what}_not_object")
-    _check_structure(value)
+    _check_structure(value, text)
     return value
 
 
@@ -152,15 +157,17 @@ def parse_compact(token: str, max_length: int) -> CompactJWS:
     """Split and decode a compact JWS; refuses JWE, JSON serialisation and oversize tokens."""
     if len(token) > max_length:
         raise JoseError("token_too_large")
-    parts = token.split(".")
-    if len(parts) == 5:
-        raise JoseError("jwe_not_accepted")
-    if len(parts) != 3:
-        raise JoseError("not_compact_jws")
-    h, p, s = parts
-    header = json_object(b64url_decode(h, "header"), "header")
-    payload = b64url_decode(p, "payload")
-    signature = b64url_decode(s, "signature")
+    if not _COMPACT.match(token):
+        parts = token.split(".")
+        if len(parts) == 5:
+            raise JoseError("jwe_not_accepted")
+        if len(parts) != 3:
+            raise JoseError("not_compact_jws")
+        raise JoseError("not_base64url")
+    h, p, s = token.split(".")
+    header = json_object(b64url_decode(h, "header", alphabet_checked=True), "header")
+    payload = b64url_decode(p, "payload", alphabet_checked=True)
+    signature = b64url_decode(s, "signature", alphabet_checked=True)
     if not signature:
         raise JoseError("signature_missing")
     return CompactJWS(header, payload, f"{h}.{p}".encode("ascii"), signature)
@@ -193,6 +200,16 @@ ASYMMETRIC_ALGORITHMS = frozenset(
     {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
 )
 _HMAC = {"HS256": hashlib.sha256, "HS384": hashlib.sha384, "HS512": hashlib.sha512}
+_PKCS1V15 = padding.PKCS1v15()
+_PKCS1 = {f"RS{n}": _HASHES[n]() for n in ("256", "384", "512")}
+_PSS = {
+    f"PS{n}": (
+        padding.PSS(mgf=padding.MGF1(_HASHES[n]()), salt_length=padding.PSS.DIGEST_LENGTH),
+        _HASHES[n](),
+    )
+    for n in ("256", "384", "512")
+}
+_ECDSA = {alg: ec.ECDSA(_HASHES[alg[2:]]()) for alg in ("ES256", "ES384", "ES512")}
 MIN_RSA_BITS = 2048
 MAX_RSA_BITS = 8192
 
@@ -229,11 +246,10 @@ def verify_signature(key: Key, alg: str, signing_input: bytes, signature: bytes)
             expected = hmac.new(key.secret, signing_input, _HMAC[alg]).digest()
             if not hmac.compare_digest(expected, signature):
                 raise JoseError("signature_invalid")
-        elif alg.startswith("RS") and isinstance(key, rsa.RSAPublicKey):
-            key.verify(signature, signing_input, padding.PKCS1v15(), _HASHES[alg[2:]]())
-        elif alg.startswith("PS") and isinstance(key, rsa.RSAPublicKey):
-            digest = _HASHES[alg[2:]]()
-            pss = padding.PSS(mgf=padding.MGF1(digest), salt_length=padding.PSS.DIGEST_LENGTH)
+        elif alg in _PKCS1 and isinstance(key, rsa.RSAPublicKey):
+            key.verify(signature, signing_input, _PKCS1V15, _PKCS1[alg])
+        elif alg in _PSS and isinstance(key, rsa.RSAPublicKey):
+            pss, digest = _PSS[alg]
             key.verify(signature, signing_input, pss, digest)
         elif alg in _EC_CURVES and isinstance(key, ec.EllipticCurvePublicKey):
             _, size = _EC_CURVES[alg]
@@ -244,8 +260,7 @@ def verify_signature(key: Key, alg: str, signing_input: bytes, signature: bytes)
             n = _EC_ORDERS[alg]
             if not (0 < r < n and 0 < s < n):
                 raise JoseError("signature_out_of_range")
-            der = encode_dss_signature(r, s)
-            key.verify(der, signing_input, ec.ECDSA(_HASHES[alg[2:]]()))
+            key.verify(encode_dss_signature(r, s), signing_input, _ECDSA[alg])
         elif alg == "EdDSA" and isinstance(key, (ed25519.Ed25519PublicKey, ed448.Ed448PublicKey)):
             key.verify(signature, signing_input)
         else:

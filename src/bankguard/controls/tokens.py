@@ -1,0 +1,242 @@
+"""The access-token control: verify the token, establish the principal, check scopes.
+
+An operation needs a token when the policy declares it non-public or the application
+declared scopes for it (:func:`bankguard.require_scopes`). Then:
+
+* no credentials → 401 with every enabled challenge and no ``error`` (RFC 6750 §3.1, E1);
+* a scheme other than ``Bearer`` → 401 E1 (DPoP arrives with its own control);
+* a JWT (three segments) is verified against the configured issuers
+  (:mod:`bankguard.tokens.jwt`); an opaque token goes to RFC 7662 introspection when it
+  is configured → 401 ``invalid_token`` on any failure (E2), 503 when the introspection
+  endpoint cannot answer (INTRO-05);
+* a token bound to a key (``cnf.jkt``, RFC 9449) presented as Bearer is refused
+  (DPOP-18); a certificate-bound token (``cnf.x5t#S256``, RFC 8705 §3) is refused while
+  no client certificate control can verify the binding (MTLS-02, fail closed); under
+  ``require_sender_constraint`` a token without ``cnf`` is refused (FAPI 2.0 §5.3.4);
+* scopes: every required scope and one of each any-of group, else 403
+  ``insufficient_scope`` with ``scope=`` (RFC 6750 §3.1, E5).
+
+A verified JWT is remembered (by hash) until it expires, so a repeated token costs a
+dictionary lookup. An unknown ``kid`` triggers one rate-limited key refresh, run by the
+guard's driver off the event loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ..decision import Principal
+from ..errors import AuthenticationRequired, InsufficientScope, InvalidToken, ServiceUnavailable
+from ..policy import Policy
+from ..request import RequestFacts
+from ..scopes import ScopeRequirement
+from ..stores import Call
+from ..tokens.cache import TokenCache, token_key
+from ..tokens.jwt import (
+    JwtVerifier,
+    ParsedJwt,
+    TokenError,
+    UnknownKid,
+    VerifiedToken,
+    optional_string,
+    parse_scope,
+)
+from . import State, StoreFlow
+
+log = logging.getLogger("bankguard")
+
+#: Client-facing details for the commonest refusals (RFC 6750 §3.1 error_description);
+#: everything else gets the generic text. The precise reason is in the audit event.
+_DETAILS = {
+    "expired": "The access token has expired.",
+    "not_yet_valid": "The access token is not valid yet.",
+    "audience_mismatch": "The access token was not issued for this API.",
+}
+
+
+def invalid_token(reason: str) -> InvalidToken:
+    return InvalidToken(f"token.{reason}", detail=_DETAILS.get(reason))
+
+
+def operation_requirement(state: State, facts: RequestFacts) -> ScopeRequirement | None:
+    """Scopes required by the policy's operation and by the application's declarations."""
+    op = state.operation
+    declared = facts.requirements
+    if op is None or op.public or op.requirement is None:
+        return declared
+    return op.requirement.merge(declared) if declared else op.requirement
+
+
+def _principal(token: VerifiedToken) -> Principal:
+    return Principal(
+        authenticated=True,
+        subject=token.subject,
+        client_id=token.client_id,
+        scopes=token.scopes,
+        claims=token.claims,
+    )
+
+
+class TokenCheck:
+    name = "tokens"
+
+    def __init__(
+        self,
+        policy: Policy,
+        *,
+        verifier: JwtVerifier | None,
+        introspection: Any | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        tokens = policy.tokens
+        self.mode = tokens.mode
+        self.verifier = verifier
+        self.introspection = introspection
+        self.leeway = tokens.leeway
+        self.max_token_bytes = tokens.max_token_bytes
+        self.require_binding = bool(tokens.require_sender_constraint)
+        self.cache = TokenCache(tokens.cache_entries)
+        self.clock = clock
+        self.introspection_policy = tokens.introspection
+
+    def run(self, facts: RequestFacts, state: State) -> StoreFlow | None:
+        op = state.operation
+        requirement = operation_requirement(state, facts)
+        creds = state.credentials
+        # Nothing declared for this request: nothing to do, except on an operation outside
+        # the policy, where a token that is sent is still verified, so that checks made inside
+        # the application (require_scopes at call time) see who is calling.
+        undeclared_with_token = op is None and creds is not None and creds.scheme.lower() == "bearer"
+        if (op is None or op.public) and not requirement and not undeclared_with_token:
+            return None
+        if creds is None:
+            raise AuthenticationRequired("token.missing")
+        if creds.scheme.lower() != "bearer":
+            raise AuthenticationRequired("token.unsupported_scheme")
+        token = creds.token
+        if len(token) > self.max_token_bytes:
+            raise InvalidToken("token.too_large")
+        key = token_key(token)
+        cached = self.cache.get(token, self.clock(), self.leeway, key)
+        if cached is not None:
+            self._accept(cached[0], state, requirement, cached[1])
+            return None
+        verifier = self.verifier
+        if verifier is not None and token.count(".") == 2:
+            try:
+                parsed = verifier.parse(token)
+            except TokenError as exc:
+                raise invalid_token(exc.reason) from None
+            try:
+                verified = self._verify(verifier, parsed)
+            except UnknownKid:
+                if parsed.rules.keys.refreshable:
+                    return self._after_refresh(verifier, token, parsed, state, requirement)
+                raise InvalidToken("token.kid_unknown") from None
+            self._accept(
+                verified, state, requirement, self.cache.put(token, verified, _principal(verified), key)
+            )
+            return None
+        if self.introspection is not None:
+            return self._introspect(token, state, requirement)
+        raise InvalidToken("token.not_a_jwt")
+
+    @staticmethod
+    def _verify(verifier: JwtVerifier, parsed: ParsedJwt) -> VerifiedToken:
+        """Verify with the issuer's current keys; UnknownKid passes through, other errors become 401."""
+        index = parsed.rules.keys.current()
+        try:
+            if index is None:
+                raise TokenError("keys_unavailable")
+            return verifier.verify(parsed, index)
+        except UnknownKid:
+            raise
+        except TokenError as exc:
+            raise invalid_token(exc.reason) from None
+
+    def _after_refresh(
+        self,
+        verifier: JwtVerifier,
+        token: str,
+        parsed: ParsedJwt,
+        state: State,
+        requirement: ScopeRequirement | None,
+    ) -> StoreFlow:
+        yield Call(parsed.rules.keys.refresh_unknown_kid)
+        try:
+            verified = self._verify(verifier, parsed)
+        except UnknownKid:
+            raise InvalidToken("token.kid_unknown") from None
+        self._accept(verified, state, requirement, self.cache.put(token, verified, _principal(verified)))
+
+    def _introspect(self, token: str, state: State, requirement: ScopeRequirement | None) -> StoreFlow:
+        from ..tokens.introspection import IntrospectionUnavailable, check_claims
+
+        client, policy = self.introspection, self.introspection_policy
+        if client is None or policy is None:  # pragma: no cover - only called when configured
+            raise InvalidToken("token.not_a_jwt")
+        result = client.cached(token)
+        if result is None:
+            result = yield Call(_returning_errors(client.introspect, token))
+        if isinstance(result, IntrospectionUnavailable):
+            raise ServiceUnavailable(f"token.introspection_unavailable:{result.reason}", retry_after=5)
+        if isinstance(result, BaseException):
+            raise result
+        if not result.active:
+            raise InvalidToken("token.inactive")
+        reason = check_claims(result, policy, self.clock(), self.leeway)
+        if reason is not None:
+            raise InvalidToken(f"token.{reason}")
+        try:
+            claims = result.claims
+            verified = VerifiedToken(
+                claims=claims,
+                issuer=str(claims.get("iss", "")),
+                subject=optional_string(claims, "sub"),
+                client_id=optional_string(claims, "client_id"),
+                scopes=parse_scope(claims.get("scope")),
+                expires_at=result.expires_at,
+                cnf=result.cnf,
+                source="introspection",
+            )
+        except TokenError as exc:
+            raise invalid_token(exc.reason) from None
+        self._accept(verified, state, requirement)
+
+    def _accept(
+        self,
+        token: VerifiedToken,
+        state: State,
+        requirement: ScopeRequirement | None,
+        principal: Principal | None = None,
+    ) -> None:
+        cnf = token.cnf
+        if cnf is not None:
+            if "jkt" in cnf:
+                raise InvalidToken("token.dpop_bound_presented_as_bearer")
+            if "x5t#S256" in cnf:
+                raise InvalidToken("token.certificate_binding_unverifiable")
+        if self.require_binding:
+            # Only the confirmation methods bankguard verifies count (RFC 8705 §3.1, RFC 9449 §6);
+            # any other cnf member (x5t, jwk, kid...) binds nothing here.
+            raise InvalidToken("token.not_sender_constrained")
+        state.principal = principal if principal is not None else _principal(token)
+        if requirement:
+            unmet = requirement.unmet(token.scopes)
+            if unmet:
+                raise InsufficientScope("scope.insufficient", required=unmet)
+
+
+def _returning_errors(fn: Callable[[str], Any], token: str) -> Callable[[], Any]:
+    """Run ``fn(token)``; return its exception instead of raising, so the check sees it."""
+
+    def call() -> Any:
+        try:
+            return fn(token)
+        except Exception as exc:
+            return exc
+
+    return call

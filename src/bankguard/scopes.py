@@ -1,0 +1,193 @@
+"""Scope requirements and the ``require_scopes`` decorator.
+
+An operation can require scopes in the policy (``routes.operations[].scopes`` /
+``any_scopes``) or in code, with :func:`require_scopes` on a view function, an
+endpoint, a Flask blueprint, a FastAPI router or a whole ASGI/WSGI application.
+The decorator only *declares*: it attaches a :class:`ScopeRequirement` and returns the
+object unchanged (sync and async functions alike). The guard enforces it before the
+application runs, in the same decision as every other check, so one request gives one
+audit event. A token lacking a required scope gets 403 ``insufficient_scope`` with the
+``scope`` attribute (RFC 6750 §3.1).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+ATTRIBUTE = "__bankguard_scopes__"
+_SCOPE = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]+\Z")  # RFC 6749 §3.3 scope-token
+
+
+@dataclass(frozen=True, slots=True)
+class ScopeRequirement:
+    """Scopes a token must grant: every one of ``all_of``, and one of each ``any_of`` group."""
+
+    all_of: frozenset[str] = frozenset()
+    any_of: tuple[frozenset[str], ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.all_of or self.any_of)
+
+    def merge(self, other: ScopeRequirement | None) -> ScopeRequirement:
+        if not other:
+            return self
+        groups = tuple(dict.fromkeys((*self.any_of, *other.any_of)))
+        return ScopeRequirement(self.all_of | other.all_of, groups)
+
+    def unmet(self, granted: frozenset[str]) -> tuple[str, ...]:
+        """The scopes to name in the challenge when ``granted`` falls short; empty when met."""
+        missing = self.all_of - granted
+        failed_groups = [g for g in self.any_of if not g & granted]
+        if not missing and not failed_groups:
+            return ()
+        needed = set(self.all_of)
+        for group in failed_groups:
+            needed |= group
+        return tuple(sorted(needed))
+
+
+def parse_scopes(values: Iterable[str], what: str = "scope") -> frozenset[str]:
+    out = set()
+    for value in values:
+        if not isinstance(value, str) or not _SCOPE.match(value):
+            raise ValueError(f"{value!r} is not a valid {what} (RFC 6749 §3.3 scope-token)")
+        out.add(value)
+    return frozenset(out)
+
+
+def requirement_of(obj: object) -> ScopeRequirement | None:
+    """The requirement declared on ``obj`` with :func:`require_scopes`, if any."""
+    found = getattr(obj, ATTRIBUTE, None)
+    return found if isinstance(found, ScopeRequirement) else None
+
+
+def _mark(obj: Any, requirement: ScopeRequirement) -> None:
+    existing = requirement_of(obj)
+    setattr(obj, ATTRIBUTE, requirement.merge(existing) if existing else requirement)
+
+
+def enforce(requirement: ScopeRequirement) -> None:
+    """Check ``requirement`` against the principal of the request being served.
+
+    The guard normally enforces declarations before the application runs; this call-time
+    check is the second line, for routes whose declarations the guard could not see
+    (a framework's own routing internals). Outside a request bankguard let through it
+    refuses to run the endpoint at all.
+    """
+    from .context import NotProtectedError, current_context
+    from .errors import AuthenticationRequired, InsufficientScope
+
+    context = current_context()
+    if context is None:
+        raise NotProtectedError(
+            "a require_scopes endpoint ran outside bankguard; wrap the app with protect()"
+        )
+    principal = context.principal
+    if not principal.authenticated:
+        raise AuthenticationRequired("token.missing")
+    unmet = requirement.unmet(principal.scopes)
+    if unmet:
+        raise InsufficientScope("scope.insufficient", required=unmet)
+
+
+def _wrap(fn: Callable[..., Any], requirement: ScopeRequirement) -> Callable[..., Any]:
+    if inspect.iscoroutinefunction(fn):
+
+        @functools.wraps(fn)
+        async def async_guarded(*args: Any, **kwargs: Any) -> Any:
+            enforce(requirement_of(async_guarded) or requirement)
+            return await fn(*args, **kwargs)
+
+        return async_guarded
+
+    @functools.wraps(fn)
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        enforce(requirement_of(guarded) or requirement)
+        return fn(*args, **kwargs)
+
+    return guarded
+
+
+def require_scopes(*scopes: str, any_of: Iterable[str] = ()) -> Callable[[T], T]:
+    """Declare the scopes an endpoint needs.
+
+    ``require_scopes("accounts")`` needs ``accounts``; ``require_scopes("a", "b")`` needs both;
+    ``require_scopes(any_of=["payments", "payments:write"])`` needs at least one of them.
+
+    * On a view or endpoint function (sync or async) put it *below* the route decorator,
+      like any decorator that must run before the view. The guard enforces it before the
+      application runs where it can find the route (Flask, Starlette and FastAPI routes,
+      mounts); the returned wrapper enforces it again when the function is called, so a
+      route the guard could not resolve is still protected.
+    * On a Flask ``Blueprint``: every view of the blueprint (checked before the view runs).
+    * On a FastAPI ``APIRouter``: every route added to it afterwards (as a router
+      dependency); decorate the router before adding routes.
+    * On an ASGI or WSGI application object: every request to it.
+
+    Stacked declarations add up.
+    """
+    requirement = ScopeRequirement(
+        parse_scopes(scopes),
+        (parse_scopes(any_of, "any_of scope"),) if not isinstance(any_of, str) and any_of else (),
+    )
+    if isinstance(any_of, str):
+        raise ValueError("any_of takes a list of scopes, not a string")
+    if not requirement:
+        raise ValueError("require_scopes() needs at least one scope")
+
+    def decorate(obj: T) -> T:
+        if hasattr(obj, "add_api_route") and hasattr(obj, "dependencies"):
+            _guard_router(obj, requirement)
+        elif hasattr(obj, "before_request") and hasattr(obj, "register_blueprint"):
+            _guard_blueprint(obj, requirement)
+        elif (inspect.isfunction(obj) or inspect.ismethod(obj)) and not _is_app_callable(obj):
+            wrapped = _wrap(obj, requirement)
+            _mark(wrapped, requirement)
+            return wrapped  # type: ignore[return-value]
+        _mark(obj, requirement)
+        return obj
+
+    return decorate
+
+
+def _is_app_callable(fn: Any) -> bool:
+    """An ASGI (scope, receive, send) or WSGI (environ, start_response) function."""
+    try:
+        names = list(inspect.signature(fn).parameters)
+    except (TypeError, ValueError):
+        return False
+    return names[:3] == ["scope", "receive", "send"] or names[:2] == ["environ", "start_response"]
+
+
+def _guard_router(router: Any, requirement: ScopeRequirement) -> None:
+    """FastAPI router (or app): a dependency on every route added from now on."""
+    routes = getattr(router, "routes", None)
+    if routes is None and hasattr(router, "router"):
+        routes = router.router.routes
+    if any(hasattr(r, "dependant") for r in routes or ()):
+        raise ValueError(
+            "require_scopes() on a router must come before its routes are added; "
+            "or pass dependencies=[Security(bearer, scopes=[...])] to the router"
+        )
+    from fastapi import Depends
+
+    def check_scopes() -> None:
+        enforce(requirement)
+
+    target = router.router if hasattr(router, "router") and hasattr(router.router, "dependencies") else router
+    target.dependencies.append(Depends(check_scopes))
+
+
+def _guard_blueprint(blueprint: Any, requirement: ScopeRequirement) -> None:
+    """Flask blueprint: checked before each of its views runs (and resolved by the guard)."""
+
+    def check_scopes() -> None:
+        enforce(requirement)
+
+    blueprint.before_request(check_scopes)
