@@ -97,6 +97,9 @@ def enforce(requirement: ScopeRequirement) -> None:
 
 
 def _wrap(fn: Callable[..., Any], requirement: ScopeRequirement) -> Callable[..., Any]:
+    # Mark the function itself too: when this decorator sits above the route decorator, the
+    # framework has registered ``fn``, and the guard finds the requirement there.
+    _mark(fn, requirement)
     if inspect.iscoroutinefunction(fn):
 
         @functools.wraps(fn)
@@ -165,23 +168,30 @@ def _is_app_callable(fn: Any) -> bool:
     return names[:3] == ["scope", "receive", "send"] or names[:2] == ["environ", "start_response"]
 
 
+class ScopeDependency:
+    """A FastAPI dependency that enforces a requirement at call time; the guard also reads
+    it from the route before dispatch. ``require_scopes`` on a router adds one."""
+
+    def __init__(self, requirement: ScopeRequirement) -> None:
+        self.requirement = requirement
+
+    def __call__(self) -> None:
+        enforce(self.requirement)
+
+    def __repr__(self) -> str:
+        return f"ScopeDependency({self.requirement!r})"
+
+
 def _guard_router(router: Any, requirement: ScopeRequirement) -> None:
-    """FastAPI router (or app): a dependency on every route added from now on."""
-    routes = getattr(router, "routes", None)
-    if routes is None and hasattr(router, "router"):
-        routes = router.router.routes
-    if any(hasattr(r, "dependant") for r in routes or ()):
-        raise ValueError(
-            "require_scopes() on a router must come before its routes are added; "
-            "or pass dependencies=[Security(bearer, scopes=[...])] to the router"
-        )
+    """FastAPI router: a dependency on routes added from now on; routes it already has are
+    marked, so the guard enforces the requirement on them before dispatch."""
     from fastapi import Depends
 
-    def check_scopes() -> None:
-        enforce(requirement)
-
-    target = router.router if hasattr(router, "router") and hasattr(router.router, "dependencies") else router
-    target.dependencies.append(Depends(check_scopes))
+    for route in getattr(router, "routes", ()):
+        endpoint = getattr(route, "endpoint", None)
+        if endpoint is not None and hasattr(route, "dependant"):
+            _mark(endpoint, requirement)
+    router.dependencies.append(Depends(ScopeDependency(requirement)))
 
 
 def _guard_blueprint(blueprint: Any, requirement: ScopeRequirement) -> None:

@@ -22,7 +22,7 @@ event); ``bearer`` also puts the HTTP bearer security scheme into the generated 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable, MutableMapping
+from collections.abc import Callable, MutableMapping
 from typing import Any
 
 from fastapi.openapi.models import HTTPBearer as HTTPBearerModel
@@ -32,7 +32,7 @@ from starlette.requests import HTTPConnection
 
 from ..context import get_context
 from ..decision import Principal, SecurityContext
-from ..scopes import ScopeRequirement, enforce, parse_scopes
+from ..scopes import ScopeDependency, ScopeRequirement, enforce, parse_scopes
 from .starlette import scope_resolver as starlette_scope_resolver
 
 Scope = MutableMapping[str, Any]
@@ -88,11 +88,16 @@ def security_scopes(dependant: Any, seen: set[int] | None = None) -> ScopeRequir
     while isinstance(call, functools.partial):
         call = call.func
     if isinstance(call, BankGuardBearer):
-        scopes: Iterable[str] = (
-            getattr(dependant, "own_oauth_scopes", None) or getattr(dependant, "security_scopes", None) or ()
-        )
+        # Scopes given here or on any dependency above it (FastAPI passes them down).
+        scopes = [
+            *(getattr(dependant, "parent_oauth_scopes", None) or ()),
+            *(getattr(dependant, "own_oauth_scopes", None) or ()),
+            *(getattr(dependant, "security_scopes", None) or ()),
+        ]
         if scopes:
             found = ScopeRequirement(parse_scopes(scopes))
+    elif isinstance(call, ScopeDependency):
+        found = call.requirement
     for sub in getattr(dependant, "dependencies", ()):
         inner = security_scopes(sub, seen)
         if inner:

@@ -7,6 +7,7 @@ will run. Results per route object are cached.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterable, MutableMapping
 from typing import Any
 
@@ -21,48 +22,67 @@ from ..scopes import ScopeRequirement, requirement_of
 Scope = MutableMapping[str, Any]
 
 
+def _merge(a: ScopeRequirement | None, b: ScopeRequirement | None) -> ScopeRequirement | None:
+    if not a:
+        return b
+    return a.merge(b)
+
+
 def _route_requirement(
-    route: Any, cache: dict[int, tuple[Any, ScopeRequirement | None]]
+    route: Any, scope: Scope, cache: dict[int, tuple[Any, ScopeRequirement | None]]
 ) -> ScopeRequirement | None:
+    """Declarations on a matched route: the endpoint, FastAPI dependencies, and for
+    class-based endpoints the method that will handle this request."""
     hit = cache.get(id(route))
     if hit is not None and hit[0] is route:
-        return hit[1]
-    found = requirement_of(getattr(route, "endpoint", None))
-    dependant = getattr(route, "dependant", None)
-    if dependant is not None:  # a FastAPI route: Security(bearer, scopes=...) counts too
-        from .fastapi import security_scopes
+        found = hit[1]
+    else:
+        endpoint = getattr(route, "endpoint", None)
+        found = _merge(requirement_of(route), requirement_of(endpoint))
+        dependant = getattr(route, "dependant", None)
+        if dependant is not None:  # a FastAPI route: Security(bearer, scopes=...) counts too
+            from .fastapi import security_scopes
 
-        extra = security_scopes(dependant)
-        found = extra.merge(found) if extra else found
-    cache[id(route)] = (route, found)
+            found = _merge(security_scopes(dependant), found)
+        cache[id(route)] = (route, found)
+    endpoint = getattr(route, "endpoint", None)
+    if inspect.isclass(endpoint):  # HTTPEndpoint: the method handler may be decorated
+        method = str(scope.get("method", "GET")).lower()
+        handler = getattr(endpoint, "get" if method == "head" else method, None)
+        found = _merge(found, requirement_of(handler))
     return found
 
 
 def scope_resolver(app: Any) -> Callable[[Scope], ScopeRequirement | None]:
-    """Find the scopes declared for a request by walking the app's routes as Starlette will."""
+    """Find the scopes declared for a request by walking the app's routes as Starlette will:
+    the first full match, into mounts and included routers. Declarations on the app object
+    itself are read on every request, so they may be added after ``protect()``."""
     cache: dict[int, tuple[Any, ScopeRequirement | None]] = {}
-    app_level = requirement_of(app)
 
-    def walk(routes: Iterable[Any], scope: Scope) -> ScopeRequirement | None:
+    def walk(routes: Iterable[Any], scope: Scope) -> tuple[bool, ScopeRequirement | None]:
         for route in routes:
+            candidates = getattr(route, "effective_candidates", None)
+            if callable(candidates):  # FastAPI's included router: walk its effective routes
+                matched, found = walk(candidates(), scope)
+                if matched:
+                    return True, _merge(requirement_of(route), found)
+                continue
             match, child = route.matches(scope)
             if match is not Match.FULL:
                 continue
             if isinstance(route, Mount):
+                mounted = _merge(requirement_of(route), requirement_of(route.app))
                 inner = getattr(route, "routes", None)
-                mounted = requirement_of(route.app)
                 if not inner:
-                    return mounted
-                found = walk(inner, {**scope, **child})
-                return found.merge(mounted) if found else mounted
-            return _route_requirement(route, cache)
-        return None
+                    return True, mounted
+                _, found = walk(inner, {**scope, **child})
+                return True, _merge(found, mounted)
+            return True, _route_requirement(route, scope, cache)
+        return False, None
 
     def resolve(scope: Scope) -> ScopeRequirement | None:
-        found = walk(getattr(app, "routes", ()), scope)
-        if app_level:
-            return app_level.merge(found)
-        return found
+        _, found = walk(getattr(app, "routes", ()), scope)
+        return _merge(requirement_of(app), found)
 
     return resolve
 
@@ -76,7 +96,11 @@ def install_error_handler(app: Any) -> None:
             raise denial
         context = get_context(request.scope)
         problem = context.guard.late_denial(context, denial, method=request.method, path=request.url.path)
-        return Response(problem.body, status_code=problem.status, headers=dict(problem.headers))
+        response = Response(problem.body, status_code=problem.status)
+        for name, value in problem.headers:
+            if name != "content-length":
+                response.headers.append(name, value)
+        return response
 
     app.add_exception_handler(Denied, handle)
 
