@@ -45,7 +45,7 @@ PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519Public
 Key = PublicKey | SharedSecret
 
 _SEGMENT = re.compile(r"^[A-Za-z0-9_-]*\Z")
-_COMPACT = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*\Z")
+_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 MAX_DEPTH = 8
 MAX_MEMBERS = 256
 
@@ -107,7 +107,20 @@ _DECODER = json.JSONDecoder(
 
 
 def _check_structure(value: Any, text: str) -> None:
-    """Bound depth and width of containers; refuse lone surrogates (only possible via ``\\u`` escapes)."""
+    if text.count("{") + text.count("[") == 1:  # one flat object: only its width matters
+        if len(value) > MAX_MEMBERS:
+            raise JoseError("json_too_many_members")
+    else:
+        _check_nesting(value)
+    if "\\u" in text:
+        try:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise JoseError("json_lone_surrogate") from None
+
+
+def _check_nesting(value: Any) -> None:
+    """Bound the depth and width of nested containers (JWT-09)."""
     stack: list[tuple[Any, int]] = [(value, 0)]
     while stack:
         item, depth = stack.pop()
@@ -118,11 +131,6 @@ def _check_structure(value: Any, text: str) -> None:
         for child in item.values() if isinstance(item, dict) else item:
             if isinstance(child, (dict, list)):
                 stack.append((child, depth + 1))
-    if "\\u" in text:
-        try:
-            json.dumps(value, ensure_ascii=False).encode("utf-8")
-        except UnicodeEncodeError:
-            raise JoseError("json_lone_surrogate") from None
 
 
 def json_object(data: bytes, what: str) -> dict[str, Any]:
@@ -157,7 +165,7 @@ def parse_compact(token: str, max_length: int) -> CompactJWS:
     """Split and decode a compact JWS; refuses JWE, JSON serialisation and oversize tokens."""
     if len(token) > max_length:
         raise JoseError("token_too_large")
-    if not _COMPACT.match(token):
+    if token.encode("ascii", "replace").translate(None, _ALPHABET) != b".." or token.startswith("."):
         parts = token.split(".")
         if len(parts) == 5:
             raise JoseError("jwe_not_accepted")
