@@ -1,4 +1,5 @@
-"""Example banking APIs protected by bankguard, and a demo that drives one of them.
+"""Example banking APIs protected by bankguard, a demo authorization server that issues their
+access tokens (``auth_server.py``, not for production), and a demo that drives one of the APIs.
 
 Run ``python examples/demo.py`` from the repository root.
 """

@@ -167,6 +167,11 @@ def transactions_document(account: dict[str, Any]) -> dict[str, Any]:
     )
 
 
+def health_document() -> dict[str, Any]:
+    """``GET /health``, the one public operation: no token, no bank data."""
+    return {"status": "ok"}
+
+
 # -- payments --------------------------------------------------------------------------------
 
 
@@ -223,9 +228,12 @@ _PAYMENTS: dict[str, dict[str, Any]] = {}
 _PAYMENTS_LOCK = threading.Lock()
 
 
-def create_payment(request: DomesticPaymentRequest, interaction_id: str) -> dict[str, Any]:
-    """Accept a payment; returns the 201 response document. The interaction id is kept with the
-    payment so that support staff can find the request that created it."""
+def create_payment(
+    request: DomesticPaymentRequest, interaction_id: str, client_id: str | None
+) -> dict[str, Any]:
+    """Accept a payment; returns the 201 response document. The interaction id and the client id
+    of the verified access token (the payment initiation service provider) are kept with the
+    payment, so that support staff can find the request, and the provider, that created it."""
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     payment_id = str(uuid.uuid4())
     data = {
@@ -237,7 +245,7 @@ def create_payment(request: DomesticPaymentRequest, interaction_id: str) -> dict
         "Initiation": request.Data.Initiation.model_dump(exclude_none=True),
     }
     with _PAYMENTS_LOCK:
-        _PAYMENTS[payment_id] = {"data": data, "interaction_id": interaction_id}
+        _PAYMENTS[payment_id] = {"data": data, "interaction_id": interaction_id, "client_id": client_id}
     return envelope(data, f"/domestic-payments/{payment_id}")
 
 

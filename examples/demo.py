@@ -5,16 +5,24 @@ Run it from the repository root::
     .venv/bin/python examples/demo.py            # FastAPI example under uvicorn
     .venv/bin/python examples/demo.py --flask    # Flask example under a WSGI server (wsgiref)
 
-The example app runs in a background thread on 127.0.0.1, on a free port. The client is
-:mod:`http.client`, which sends what it is told: repeated header lines, and targets such as
-``/accounts/../admin`` exactly as written. For each request the demo prints what was sent, the
-status, bankguard's decision as written to its audit log (the ``bankguard.audit`` logger), and
-a summary of the response. It exits with 0 when every scenario got the expected answer, 1 if not.
+First the demo starts the demo authorization server (``examples/auth_server.py``, not for
+production) on 127.0.0.1:8765, the issuer the example policies trust. Then the example app, which
+fetches the issuer's public keys as bankguard starts, runs in a background thread on
+127.0.0.1, on a free port. The demo gets access tokens from the authorization server over HTTP,
+makes a few bad ones itself (from another issuer, forged, tampered with, unsigned), and sends
+its scenarios with :mod:`http.client`, which sends what it is told: repeated header lines, and
+targets such as ``/accounts/../admin`` exactly as written.
+
+For each request the demo prints what was sent, the status, bankguard's decision as written to
+its audit log (the ``bankguard.audit`` logger), the ``WWW-Authenticate`` challenge of a refusal,
+and a summary of the response. It exits with 0 when every scenario got the expected answer,
+1 if not. Both servers are stopped before it exits.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import http.client
 import importlib
@@ -28,9 +36,15 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
 
 from bankguard import AuditEvent, Policy
+from bankguard.testing import TestIssuer
+
+if TYPE_CHECKING:
+    from examples.auth_server import DemoAuthorizationServer
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -39,6 +53,8 @@ STOP_TIMEOUT = 10.0  # seconds to wait for it to stop
 CLIENT_TIMEOUT = 10.0  # seconds per request
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 CLIENT_INTERACTION_ID = "93bac548-d2de-4546-b106-880a5018460d"
+REALM_CHALLENGE = 'Bearer realm="open-banking"'
+AUDIENCE = "https://api.bank.example"  # the example APIs' identifier in the policies
 
 PAYMENT = {
     "Data": {
@@ -60,34 +76,57 @@ PAYMENT = {
 JSON = ("Content-Type", "application/json")
 
 
+def examples_module(name: str) -> ModuleType:
+    """Import ``examples.<name>``; run as a script, make the ``examples`` package importable first."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    return importlib.import_module(f"examples.{name}")
+
+
 # -- what the server side records --------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Served:
+    """What the example app logged about a request it served, read from bankguard's context."""
+
+    operation: str | None
+    client_id: str | None
+
+
 class Recorder(logging.Handler):
-    """Collects bankguard's audit events and the example apps' log lines, by interaction id.
+    """Collects bankguard's audit events, its operational log and the example apps' log lines.
 
     bankguard's default audit sink logs each decision on ``bankguard.audit`` and attaches the
-    :class:`~bankguard.AuditEvent` to the record as ``bankguard_event``. The example apps log
-    the operation and interaction id they read from bankguard on the ``examples`` logger.
+    :class:`~bankguard.AuditEvent` to the record as ``bankguard_event``. Operational messages
+    (policy warnings, key set fetches) go to the ``bankguard`` logger. The example apps log the
+    operation, interaction id and client id they read from bankguard on the ``examples`` logger.
     """
 
     def __init__(self) -> None:
         super().__init__(level=logging.INFO)
         self.events: dict[str, AuditEvent] = {}
-        self.app_saw: dict[str, str] = {}
+        self.app_saw: dict[str, Served] = {}
+        self.messages: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
         event = getattr(record, "bankguard_event", None)
         if isinstance(event, AuditEvent):
             self.events[event.interaction_id] = event
         elif interaction_id := getattr(record, "interaction_id", None):
-            self.app_saw[interaction_id] = str(getattr(record, "operation", None))
+            served = Served(getattr(record, "operation", None), getattr(record, "client_id", None))
+            self.app_saw[interaction_id] = served
+        elif record.name == "bankguard" or record.name.startswith("bankguard."):
+            self.messages.append(f"{record.levelname} {record.getMessage()}")
+
+    def new_messages(self, seen: int) -> list[str]:
+        return list(dict.fromkeys(self.messages[seen:]))  # in order, repeats once
 
 
 @contextlib.contextmanager
 def recording() -> Iterator[Recorder]:
     recorder = Recorder()
-    loggers = [logging.getLogger(name) for name in ("bankguard.audit", "examples")]
+    loggers = [logging.getLogger(name) for name in ("bankguard", "bankguard.audit", "examples")]
     saved = [(lg.level, lg.propagate) for lg in loggers]
     for lg in loggers:
         lg.addHandler(recorder)
@@ -153,6 +192,114 @@ def wsgi_server(app: Any) -> Iterator[tuple[str, int]]:
         server.server_close()
 
 
+# -- access tokens -----------------------------------------------------------------------------
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def claims_of(token: str) -> dict[str, Any]:
+    """The claims of a JWT, read without verifying it: for display only."""
+    claims: dict[str, Any] = json.loads(_unb64(token.split(".")[1]))
+    return claims
+
+
+@dataclass(frozen=True)
+class Credential:
+    """An access token the demo sends, and how it is described in the report."""
+
+    label: str
+    token: str
+
+    @property
+    def header(self) -> tuple[str, str]:
+        return ("Authorization", f"Bearer {self.token}")
+
+
+@dataclass(frozen=True)
+class Tokens:
+    accounts: Credential
+    payments: Credential
+    expired: Credential
+    other_issuer: Credential
+    forged: Credential
+    tampered: Credential
+    unsigned: Credential
+
+
+def request_token(authz: DemoAuthorizationServer, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
+    """POST a form to the authorization server's token endpoint; the status and the JSON answer."""
+    host, port = authz.httpd.server_address[:2]
+    conn = http.client.HTTPConnection(str(host), int(port), timeout=CLIENT_TIMEOUT)
+    try:
+        body = urlencode(form)
+        conn.request("POST", "/token", body, {"Content-Type": "application/x-www-form-urlencoded"})
+        response = conn.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        conn.close()
+
+
+def get_tokens(authz: DemoAuthorizationServer) -> Tokens:
+    """Tokens from the authorization server over HTTP, and bad ones made here."""
+    print(f"Access tokens from the demo authorization server, POST {authz.token_endpoint}:")
+    fetched: list[str] = []
+    for client_id, scope, lifetime in (
+        ("aisp-demo", "accounts", None),
+        ("pisp-demo", "payments", None),
+        ("aisp-demo", "accounts", -120),  # demo-only option: a token that expired 2 minutes ago
+    ):
+        form = {"grant_type": "client_credentials", "client_id": client_id, "scope": scope}
+        if lifetime is not None:
+            form["lifetime"] = str(lifetime)
+        status, answer = request_token(authz, form)
+        shown = " ".join(f"{k}={v}" for k, v in form.items() if k != "grant_type")
+        if status != 200:
+            raise RuntimeError(f"the authorization server answered {status} {answer} to {shown}")
+        fetched.append(answer["access_token"])
+        claims = claims_of(answer["access_token"])
+        expiry = answer["expires_in"]
+        expires = f"expires in {expiry} s" if expiry > 0 else f"expired {-expiry} s ago"
+        print(f"  {shown:<48} {status}: sub {claims['sub']}, scope {claims['scope']!r}, {expires}")
+    accounts, payments, expired = fetched
+
+    # Made here, never issued by the authorization server.
+    elsewhere = TestIssuer("https://auth.other-bank.example", alg="ES256")
+    impostor = TestIssuer(authz.url, alg="ES256", kid=authz.kid)  # its name and key id, another key
+    claims = {"sub": "aisp-demo", "client_id": "aisp-demo"}
+    header, _, signature = accounts.split(".")
+    widened = dict(claims_of(accounts), scope="accounts payments")
+    tampered = f"{header}.{_b64(json.dumps(widened, separators=(',', ':')).encode())}.{signature}"
+    unsigned_header = _b64(json.dumps({"alg": "none", "typ": "at+jwt"}).encode())
+    tokens = Tokens(
+        accounts=Credential("aisp-demo token, scope accounts", accounts),
+        payments=Credential("pisp-demo token, scope payments", payments),
+        expired=Credential("aisp-demo token, expired 2 minutes ago", expired),
+        other_issuer=Credential(
+            f"token of {elsewhere.issuer}",
+            elsewhere.mint(claims, audience=AUDIENCE, scope="accounts payments"),
+        ),
+        forged=Credential(
+            "forged: the AS's iss and kid, another key",
+            impostor.mint(claims, audience=AUDIENCE, scope="accounts payments"),
+        ),
+        tampered=Credential("aisp-demo token, scope edited to 'accounts payments'", tampered),
+        unsigned=Credential(
+            'unsigned, alg "none"', f"{unsigned_header}.{_b64(json.dumps(widened).encode())}."
+        ),
+    )
+    print("Made here, not by the authorization server:")
+    for credential in (tokens.other_issuer, tokens.forged, tokens.tampered, tokens.unsigned):
+        print(f"  {credential.label}")
+    print()
+    return tokens
+
+
 # -- scenarios ---------------------------------------------------------------------------------
 
 
@@ -163,14 +310,18 @@ class Result:
     headers: http.client.HTTPMessage
     body: bytes
     event: AuditEvent | None
-    #: The operation the app logged for this interaction id, read from bankguard's context.
-    app_saw: str | None
+    #: What the app logged for this interaction id, read from bankguard's context.
+    app_saw: Served | None
     #: Lines the checks add to the printed report.
     notes: list[str] = field(default_factory=list)
 
     @property
     def interaction_id(self) -> str:
         return self.headers.get("x-fapi-interaction-id", "")
+
+    @property
+    def challenges(self) -> list[str]:
+        return self.headers.get_all("WWW-Authenticate") or []
 
     def json(self) -> Any:
         try:
@@ -188,16 +339,28 @@ class Scenario:
     method: str
     target: str
     expect: int
+    #: The access token sent in the Authorization header.
+    auth: Credential | None = None
     headers: tuple[tuple[str, str], ...] = ()
     body: bytes | None = None
     #: The bankguard control expected to refuse the request; None when bankguard lets it through.
     denied_by: str | None = None
+    #: The reason code expected in the audit event of the refusal.
+    reason: str | None = None
     #: Describes the JSON the app answered with (one line, or a few separated by newlines).
     summary: Callable[[Any], str] | None = None
     #: Extra expectations; returns what went wrong, and may add lines to ``Result.notes``.
     check: Check | None = None
     #: Printed when run against a WSGI server.
     wsgi_note: str | None = None
+
+    @property
+    def all_headers(self) -> tuple[tuple[str, str], ...]:
+        return ((self.auth.header,) if self.auth else ()) + self.headers
+
+
+def _health(doc: Any) -> str:
+    return f"status {doc['status']}"
 
 
 def _accounts(doc: Any) -> str:
@@ -272,19 +435,53 @@ def _header(name: str, must_contain: str) -> Check:
     return check
 
 
-def scenarios() -> list[Scenario]:
+def _challenge(*must_contain: str, exactly: str | None = None) -> Check:
+    """Expectations on the WWW-Authenticate challenge (the report prints it for every refusal)."""
+
+    def check(r: Result) -> list[str]:
+        if exactly is not None and r.challenges != [exactly]:
+            return [f"expected the challenge {exactly!r} alone, got {r.challenges}"]
+        missing = [m for m in must_contain if not any(m in c for c in r.challenges)]
+        return [f"no WWW-Authenticate challenge with {m!r}" for m in missing]
+
+    return check
+
+
+INVALID_TOKEN = _challenge(REALM_CHALLENGE, 'error="invalid_token"')
+
+
+def scenarios(t: Tokens) -> list[Scenario]:
     payment = json.dumps(PAYMENT).encode()
     oversized = dict(PAYMENT, Risk={"PaymentContextCode": "EcommerceGoods", "Notes": "x" * 40_000})
     return [
-        Scenario("List accounts", "GET", "/accounts", 200, summary=_accounts),
-        Scenario("Read one account", "GET", "/accounts/22289", 200, summary=_account),
-        Scenario("Read its balances", "GET", "/accounts/22289/balances", 200, summary=_balances),
-        Scenario("Read its transactions", "GET", "/accounts/22289/transactions", 200, summary=_transactions),
+        # Allowed.
+        Scenario("Health check: public, no token", "GET", "/health", 200, summary=_health),
+        Scenario(
+            "List accounts (scope in the policy)", "GET", "/accounts", 200, t.accounts, summary=_accounts
+        ),
+        Scenario("Read one account", "GET", "/accounts/22289", 200, t.accounts, summary=_account),
+        Scenario(
+            "Read its balances (scope in app.py)",
+            "GET",
+            "/accounts/22289/balances",
+            200,
+            t.accounts,
+            summary=_balances,
+        ),
+        Scenario(
+            "Read its transactions (scope in app.py)",
+            "GET",
+            "/accounts/22289/transactions",
+            200,
+            t.accounts,
+            summary=_transactions,
+        ),
         Scenario(
             "Unknown AccountId: bankguard allows, the app answers 404",
             "GET",
             "/accounts/99999",
             404,
+            t.accounts,
             summary=_app_error,
             check=_error_id_is_interaction_id,
         ),
@@ -293,6 +490,7 @@ def scenarios() -> list[Scenario]:
             "POST",
             "/domestic-payments",
             201,
+            t.payments,
             headers=(JSON,),
             body=payment,
             summary=_payment,
@@ -302,6 +500,7 @@ def scenarios() -> list[Scenario]:
             "GET",
             "/accounts",
             200,
+            t.accounts,
             headers=(("x-fapi-interaction-id", CLIENT_INTERACTION_ID),),
             check=_echoed,
         ),
@@ -310,16 +509,134 @@ def scenarios() -> list[Scenario]:
             "GET",
             "/accounts",
             200,
+            t.accounts,
             headers=(("x-fapi-interaction-id", "<script>alert(1)</script>"),),
             check=_replaced,
         ),
-        Scenario("Undeclared path", "GET", "/admin", 404, denied_by="routes"),
+        # Refused for the access token.
+        Scenario(
+            "No access token",
+            "GET",
+            "/accounts",
+            401,
+            denied_by="tokens",
+            reason="token.missing",
+            check=_challenge(exactly=REALM_CHALLENGE),  # no error: nothing was tried (RFC 6750 §3.1)
+        ),
+        Scenario(
+            "An accounts token cannot pay (scope in the policy)",
+            "POST",
+            "/domestic-payments",
+            403,
+            t.accounts,
+            headers=(JSON,),
+            body=payment,
+            denied_by="tokens",
+            reason="scope.insufficient",
+            check=_challenge('error="insufficient_scope"', 'scope="payments"'),
+        ),
+        Scenario(
+            "A payments token cannot list accounts (scope in the policy)",
+            "GET",
+            "/accounts",
+            403,
+            t.payments,
+            denied_by="tokens",
+            reason="scope.insufficient",
+            check=_challenge('error="insufficient_scope"', 'scope="accounts"'),
+        ),
+        Scenario(
+            "Nor read balances (scope in app.py, enforced before it runs)",
+            "GET",
+            "/accounts/22289/balances",
+            403,
+            t.payments,
+            denied_by="tokens",
+            reason="scope.insufficient",
+            check=_challenge('error="insufficient_scope"', 'scope="accounts"'),
+        ),
+        Scenario(
+            "Expired access token",
+            "GET",
+            "/accounts",
+            401,
+            t.expired,
+            denied_by="tokens",
+            reason="token.expired",
+            check=INVALID_TOKEN,
+        ),
+        Scenario(
+            "Token from an issuer the policy does not trust",
+            "GET",
+            "/accounts",
+            401,
+            t.other_issuer,
+            denied_by="tokens",
+            reason="token.issuer_unknown",
+            check=INVALID_TOKEN,
+        ),
+        Scenario(
+            "Forged token: right issuer and kid, wrong key",
+            "GET",
+            "/accounts",
+            401,
+            t.forged,
+            denied_by="tokens",
+            reason="token.signature_invalid",
+            check=INVALID_TOKEN,
+        ),
+        Scenario(
+            "Tampered token: scope widened to pay",
+            "POST",
+            "/domestic-payments",
+            401,
+            t.tampered,
+            headers=(JSON,),
+            body=payment,
+            denied_by="tokens",
+            reason="token.signature_invalid",
+            check=INVALID_TOKEN,
+        ),
+        Scenario(
+            'Unsigned token (alg "none")',
+            "GET",
+            "/accounts",
+            401,
+            t.unsigned,
+            denied_by="tokens",
+            reason="token.signature_missing",
+            check=INVALID_TOKEN,
+        ),
+        Scenario(
+            "Access token in the query string",
+            "GET",
+            f"/accounts?access_token={t.accounts.token}",
+            401,
+            denied_by="auth",
+            reason="authorization.token_outside_header",
+            check=_challenge(exactly=REALM_CHALLENGE),
+        ),
+        Scenario(
+            "Two Authorization header lines",
+            "GET",
+            "/accounts",
+            400,
+            headers=(t.accounts.header, t.payments.header),
+            denied_by="auth",
+            reason="authorization.duplicate",
+            check=_challenge('error="invalid_request"'),
+            wsgi_note="the WSGI server joined the two lines with ','; bankguard still sees two",
+        ),
+        # Refused for the request itself, whatever the token.
+        Scenario("Undeclared path", "GET", "/admin", 404, t.accounts, denied_by="routes"),
         Scenario(
             "Declared path, undeclared method",
             "DELETE",
             "/accounts/22289",
             405,
+            t.accounts,
             denied_by="routes",
+            reason="routes.method_not_allowed",
             check=_header("Allow", "GET"),
         ),
         Scenario(
@@ -327,50 +644,40 @@ def scenarios() -> list[Scenario]:
             "POST",
             "/domestic-payments",
             413,
+            t.payments,
             headers=(JSON,),
             body=json.dumps(oversized).encode(),
             denied_by="request",
+            reason="request.body_too_large",
         ),
         Scenario(
             "A 7000-byte header line (cap 6 KiB)",
             "GET",
             "/accounts",
             431,
+            t.accounts,
             headers=(("X-Padding", "p" * 7000),),
             denied_by="request",
+            reason="request.header_field_too_large",
         ),
         Scenario(
             "Dot segments in the path, sent raw",
             "GET",
             "/accounts/../admin",
             400,
+            t.accounts,
             denied_by="request",
+            reason="request.dot_segment",
         ),
         Scenario(
             "Method override header",
             "GET",
             "/accounts/22289",
             400,
+            t.accounts,
             headers=(("X-HTTP-Method-Override", "DELETE"),),
             denied_by="request",
-        ),
-        Scenario(
-            "Access token in the query string",
-            "GET",
-            "/accounts?access_token=demo-not-a-real-token",
-            401,
-            denied_by="auth",
-            check=_header("WWW-Authenticate", "Bearer"),
-        ),
-        Scenario(
-            "Two Authorization header lines",
-            "GET",
-            "/accounts",
-            400,
-            headers=(("Authorization", "Bearer demo-one"), ("Authorization", "Bearer demo-two")),
-            denied_by="auth",
-            check=_header("WWW-Authenticate", 'error="invalid_request"'),
-            wsgi_note="the WSGI server joined the two lines with ','; bankguard still sees two",
+            reason="request.method_override_header",
         ),
     ]
 
@@ -382,7 +689,7 @@ def send(host: str, port: int, s: Scenario, recorder: Recorder) -> Result:
     conn = http.client.HTTPConnection(host, port, timeout=CLIENT_TIMEOUT)
     try:
         conn.putrequest(s.method, s.target, skip_accept_encoding=True)
-        for name, value in s.headers:
+        for name, value in s.all_headers:
             conn.putheader(name, value)
         if s.body is not None:
             conn.putheader("Content-Length", str(len(s.body)))
@@ -406,16 +713,24 @@ def evaluate(s: Scenario, r: Result) -> list[str]:
     problems = [] if r.status == s.expect else [f"expected {s.expect}, got {r.status}"]
     if r.event is None:
         return [*problems, "no audit event for this request's interaction id"]
-    outcome = f"audit says {r.event.outcome} {r.event.control or ''}".rstrip()
+    event = r.event
+    outcome = f"audit says {event.outcome} {event.control or ''}".rstrip()
     if s.denied_by is not None:
-        if r.event.outcome != "deny" or r.event.control != s.denied_by:
+        if event.outcome != "deny" or event.control != s.denied_by:
             problems.append(f"expected a denial by {s.denied_by}, {outcome}")
+        if s.reason is not None and event.reason != s.reason:
+            problems.append(f"expected the reason {s.reason}, audit says {event.reason}")
         if r.headers.get_content_type() != "application/problem+json":
             problems.append("the denial is not application/problem+json")
-    elif r.event.outcome != "allow":
-        problems.append(f"expected bankguard to allow, {outcome} ({r.event.reason})")
-    elif 200 <= r.status < 300 and r.app_saw != r.event.operation:
-        problems.append(f"the app saw operation {r.app_saw!r}, bankguard matched {r.event.operation!r}")
+        if r.app_saw is not None:
+            problems.append("the app ran for a request bankguard refused")
+    elif event.outcome != "allow":
+        problems.append(f"expected bankguard to allow, {outcome} ({event.reason})")
+    elif 200 <= r.status < 300:
+        if r.app_saw is None or r.app_saw.operation != event.operation:
+            problems.append(f"the app saw {r.app_saw}, bankguard matched operation {event.operation!r}")
+        elif r.app_saw.client_id != event.client_id:
+            problems.append(f"the app saw client {r.app_saw.client_id!r}, bankguard {event.client_id!r}")
     if "no-store" not in r.headers.get("Cache-Control", ""):
         problems.append("Cache-Control: no-store is missing")
     if s.check is not None:
@@ -427,22 +742,33 @@ def _elide(value: str, limit: int = 80) -> str:
     return value if len(value) <= limit else value[: limit - 3] + "..."
 
 
+def _decision(event: AuditEvent) -> str:
+    if event.outcome == "allow":
+        line = f"bankguard: allow, operation {event.operation}"
+    else:
+        line = f"bankguard: {event.outcome} by {event.control}, reason {event.reason}"
+    if event.client_id:
+        line += f" (client {event.client_id})"
+    return line
+
+
 def report(n: int, s: Scenario, r: Result, problems: list[str], wsgi: bool) -> None:
     verdict = f"{r.status} {r.reason}"
     if problems:
         verdict += "  FAIL" if r.status == s.expect else f"  FAIL (expected {s.expect})"
     print(f"[{n:2}] {s.title:<62} {verdict}")
-    print(f"     > {s.method} {s.target}")
+    print(f"     > {s.method} {_elide(s.target, 72)}")
+    if s.auth is not None:
+        print(f"     > Authorization: Bearer <{s.auth.label}>")
     for name, value in s.headers:
+        if name == "Authorization":
+            value = f"{value[:24]}... ({len(value)} bytes)"
         shown = value if len(value) <= 60 else f"{value[:16]}... ({len(value)} bytes)"
         print(f"     > {name}: {shown}")
     if s.body is not None:
         print(f"     > ({len(s.body)} bytes of JSON)")
-    event = r.event
-    if event is not None and event.outcome == "allow":
-        print(f"     bankguard: allow, operation {event.operation}")
-    elif event is not None:
-        print(f"     bankguard: {event.outcome} by {event.control}, reason {event.reason}")
+    if r.event is not None:
+        print(f"     {_decision(r.event)}")
     lines = []
     doc = r.json()
     if s.summary is not None and isinstance(doc, dict):
@@ -454,16 +780,18 @@ def report(n: int, s: Scenario, r: Result, problems: list[str], wsgi: bool) -> N
     lines += r.notes
     for i, line in enumerate(lines):
         print(f"     {'response:' if i == 0 else '':<10} {_elide(line)}")
+    for challenge in r.challenges:  # printed whole: it is what a client reads to recover
+        print(f"     WWW-Authenticate: {challenge}")
     if wsgi and s.wsgi_note:
         print(f"     note: {s.wsgi_note}")
     for problem in problems:
         print(f"     FAIL: {problem}")
 
 
-def run(host: str, port: int, recorder: Recorder, *, wsgi: bool) -> list[str]:
+def run(host: str, port: int, recorder: Recorder, tokens: Tokens, *, wsgi: bool) -> list[str]:
     """Send every scenario and print what happened; return one line per scenario that went wrong."""
     failed = []
-    for n, s in enumerate(scenarios(), 1):
+    for n, s in enumerate(scenarios(tokens), 1):
         try:
             result = send(host, port, s, recorder)
         except OSError as exc:
@@ -477,29 +805,40 @@ def run(host: str, port: int, recorder: Recorder, *, wsgi: bool) -> list[str]:
     return failed
 
 
-def load_app(module: str) -> Any:
-    if str(ROOT) not in sys.path:  # run as a script: make ``examples`` importable
-        sys.path.insert(0, str(ROOT))
-    return importlib.import_module(module).app
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
     parser.add_argument("--flask", action="store_true", help="run the Flask example under wsgiref")
     args = parser.parse_args(argv)
     if args.flask:
-        name, module, serve, server = "Flask", "examples.flask_app.app", wsgi_server, "wsgiref"
+        name, module, serve, server = "Flask", "flask_app", wsgi_server, "wsgiref"
     else:
-        name, module, serve, server = "FastAPI", "examples.fastapi_app.app", uvicorn_server, "uvicorn"
-    app = load_app(module)
-    policy = Path(module.replace(".", "/")).parent / "policy.yaml"
-    problem_types = Policy.from_yaml(ROOT / policy).problems.type_base
-    total = len(scenarios())
-    with recording() as recorder, serve(app) as (host, port):
-        print(f"bankguard demo: the {name} example under {server} at http://{host}:{port}")
-        print(f"policy {policy}; decisions read back from the 'bankguard.audit' logger")
-        print(f"problem types under {problem_types}\n")
-        failed = run(host, port, recorder, wsgi=args.flask)
+        name, module, serve, server = "FastAPI", "fastapi_app", uvicorn_server, "uvicorn"
+    auth_server = examples_module("auth_server")
+    try:
+        authz: DemoAuthorizationServer = auth_server.DemoAuthorizationServer(HOST, auth_server.DEFAULT_PORT)
+    except OSError as exc:
+        print(f"cannot start the demo authorization server on {HOST}:{auth_server.DEFAULT_PORT}: {exc}")
+        print("Is another demo, or examples/auth_server.py, still running?")
+        return 1
+    policy = Path("examples", module, "policy.yaml")
+    with recording() as recorder, authz:
+        # The authorization server runs first: bankguard fetches its keys as the app is protected.
+        app = examples_module(f"{module}.app").app
+        problem_types = Policy.from_yaml(ROOT / policy).problems.type_base
+        with serve(app) as (host, port):
+            print(f"bankguard demo: the {name} example under {server} at http://{host}:{port}")
+            print(f"demo authorization server (not for production) at {authz.url}, key id {authz.kid}")
+            print(f"policy {policy}; decisions read back from the 'bankguard.audit' logger")
+            print(f"problem types under {problem_types}")
+            for message in recorder.new_messages(0):
+                print(f"bankguard logged at start-up: {message}")
+            seen = len(recorder.messages)
+            print()
+            tokens = get_tokens(authz)
+            total = len(scenarios(tokens))
+            failed = run(host, port, recorder, tokens, wsgi=args.flask)
+            for message in recorder.new_messages(seen):
+                print(f"bankguard logged during the run: {message}")
     print()
     if failed:
         print(f"{len(failed)} of {total} scenarios did not get the expected answer:")

@@ -1,14 +1,24 @@
 """An Open Banking style API in FastAPI, protected by bankguard.
 
-Serve it from the repository root::
+Serve it from the repository root, with the demo authorization server running (it publishes the
+keys that sign the access tokens; without it every token is refused with 401)::
 
+    python examples/auth_server.py &
     uvicorn examples.fastapi_app.app:app
 
 bankguard runs in front of every route. A request that breaks ``policy.yaml`` (next to this
 file) is answered with ``application/problem+json`` before any code here runs, and every
 decision, allow or deny, is written as one JSON line to the ``bankguard.audit`` logger.
-Handlers read what bankguard established (the operation and the ``x-fapi-interaction-id``)
-through the dependencies in :mod:`bankguard.integrations.fastapi`.
+Every operation but ``GET /health`` needs an access token from the issuer the policy names,
+with the right scope: declared in the policy for most operations, and here, next to the
+handler, for two of them, in the two ways FastAPI code can say it:
+
+* ``Security(bearer, scopes=["accounts"])``, a FastAPI security dependency (balances);
+* ``@require_scopes("accounts")`` below the route decorator (transactions).
+
+bankguard enforces both before the handler runs, in the same decision as the rest of the
+policy. Handlers read what bankguard established (the operation, the ``x-fapi-interaction-id``
+and the verified principal) through the dependencies in :mod:`bankguard.integrations.fastapi`.
 """
 
 from __future__ import annotations
@@ -17,12 +27,12 @@ import logging
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from bankguard import Policy, SecurityContext, get_context, protect
-from bankguard.integrations.fastapi import security_context
+from bankguard import Policy, Principal, SecurityContext, get_context, protect, require_scopes
+from bankguard.integrations.fastapi import bearer, principal, security_context
 from examples import bank_data as bank
 
 log = logging.getLogger(__name__)
@@ -36,6 +46,10 @@ app = protect(app, Policy.from_yaml(POLICY))
 
 #: What bankguard established about this request: operation, interaction id, principal.
 Context = Annotated[SecurityContext, Depends(security_context)]
+#: Who is calling: the verified access token's subject, client id and scopes.
+Caller = Annotated[Principal, Depends(principal)]
+#: The same, for a token that must grant ``accounts`` (declared here, not in the policy).
+AccountsReader = Annotated[Principal, Security(bearer, scopes=["accounts"])]
 
 
 def account(AccountId: str) -> dict[str, Any]:
@@ -48,33 +62,59 @@ def account(AccountId: str) -> dict[str, Any]:
 Account = Annotated[dict[str, Any], Depends(account)]
 
 
-def served(ctx: SecurityContext) -> None:
-    """Log with bankguard's ids, so application logs join up with its audit events."""
+def served(ctx: SecurityContext, who: Principal) -> None:
+    """Log with bankguard's ids and the caller, so application logs join up with its audit events."""
     operation = ctx.operation.id if ctx.operation else None
-    log.info("%s served", operation, extra={"operation": operation, "interaction_id": ctx.interaction_id})
+    log.info(
+        "%s served to %s",
+        operation,
+        who.client_id or "an anonymous caller",
+        extra={
+            "operation": operation,
+            "interaction_id": ctx.interaction_id,
+            "client_id": who.client_id,
+            "subject": who.subject,
+        },
+    )
+
+
+@app.get("/health")
+async def get_health(ctx: Context, who: Caller) -> dict[str, Any]:
+    served(ctx, who)  # public: anonymous, whatever the request carries
+    return bank.health_document()
+
+
+# Scope ``accounts`` declared in the policy.
 
 
 @app.get("/accounts")
-async def get_accounts(ctx: Context) -> dict[str, Any]:
-    served(ctx)
+async def get_accounts(ctx: Context, who: Caller) -> dict[str, Any]:
+    served(ctx, who)
     return bank.accounts_document()
 
 
 @app.get("/accounts/{AccountId}")
-async def get_account(found: Account, ctx: Context) -> dict[str, Any]:
-    served(ctx)
+async def get_account(found: Account, ctx: Context, who: Caller) -> dict[str, Any]:
+    served(ctx, who)
     return bank.account_document(found)
 
 
+# Scope ``accounts`` declared here: with a security dependency...
+
+
 @app.get("/accounts/{AccountId}/balances")
-async def get_balances(found: Account, ctx: Context) -> dict[str, Any]:
-    served(ctx)
+async def get_balances(found: Account, ctx: Context, who: AccountsReader) -> dict[str, Any]:
+    served(ctx, who)
     return bank.balances_document(found)
 
 
+# ...or with require_scopes, below the route decorator.
+
+
 @app.get("/accounts/{AccountId}/transactions")
-async def get_transactions(found: Account, ctx: Context) -> dict[str, Any]:
-    served(ctx)
+@require_scopes("accounts")
+async def get_transactions(found: Account, ctx: Context, who: Caller) -> dict[str, Any]:
+    served(ctx, who)
     return bank.transactions_document(found)
 
 
@@ -83,10 +123,15 @@ def json_body(request: Request) -> None:
     bank.require_json(request.headers.get("content-type"))
 
 
+# Scope ``payments`` declared in the policy.
+
+
 @app.post("/domestic-payments", status_code=201, dependencies=[Depends(json_body)])
-async def create_domestic_payment(payment: bank.DomesticPaymentRequest, ctx: Context) -> dict[str, Any]:
-    served(ctx)
-    return bank.create_payment(payment, ctx.interaction_id)
+async def create_domestic_payment(
+    payment: bank.DomesticPaymentRequest, ctx: Context, who: Caller
+) -> dict[str, Any]:
+    served(ctx, who)
+    return bank.create_payment(payment, ctx.interaction_id, who.client_id)
 
 
 # Errors the application itself answers, in the OB error format. Their ``Id`` is the

@@ -1,14 +1,21 @@
 """The same Open Banking style API as ``examples/fastapi_app``, in Flask, protected by bankguard.
 
-Serve it from the repository root with the development server or with gunicorn::
+Serve it from the repository root with the development server or with gunicorn, with the demo
+authorization server running (it publishes the keys that sign the access tokens; without it
+every token is refused with 401)::
 
+    python examples/auth_server.py &
     flask --app examples/flask_app/app.py run
     gunicorn examples.flask_app.app:app
 
 :func:`bankguard.protect` wraps ``app.wsgi_app`` in place, so ``app`` stays the Flask object
 and every request passes bankguard first. A request that breaks ``policy.yaml`` (next to this
-file) is answered with ``application/problem+json`` before any view runs. Views read what
-bankguard established through :mod:`bankguard.integrations.flask`.
+file) is answered with ``application/problem+json`` before any view runs. Every operation but
+``GET /health`` needs an access token with the right scope: declared in the policy for most
+operations, and here with ``@require_scopes("accounts")`` below the route decorator for two of
+them; bankguard enforces both before the view runs. Views read what bankguard established
+(the operation, the interaction id, the verified principal) through
+:mod:`bankguard.integrations.flask`.
 """
 
 from __future__ import annotations
@@ -21,8 +28,8 @@ from typing import Any
 from flask import Flask, request
 from pydantic import ValidationError
 
-from bankguard import Policy, protect
-from bankguard.integrations.flask import current_context, interaction_id
+from bankguard import Policy, protect, require_scopes
+from bankguard.integrations.flask import current_context, current_principal, interaction_id
 from examples import bank_data as bank
 
 log = logging.getLogger(__name__)
@@ -36,10 +43,30 @@ app = protect(app, Policy.from_yaml(POLICY))
 
 
 def served() -> None:
-    """Log with bankguard's ids, so application logs join up with its audit events."""
+    """Log with bankguard's ids and the caller, so application logs join up with its audit events."""
     ctx = current_context()
+    who = ctx.principal
     operation = ctx.operation.id if ctx.operation else None
-    log.info("%s served", operation, extra={"operation": operation, "interaction_id": ctx.interaction_id})
+    log.info(
+        "%s served to %s",
+        operation,
+        who.client_id or "an anonymous caller",
+        extra={
+            "operation": operation,
+            "interaction_id": ctx.interaction_id,
+            "client_id": who.client_id,
+            "subject": who.subject,
+        },
+    )
+
+
+@app.get("/health")
+def get_health() -> dict[str, Any]:
+    served()  # public: anonymous, whatever the request carries
+    return bank.health_document()
+
+
+# Scope ``accounts`` declared in the policy.
 
 
 @app.get("/accounts")
@@ -55,7 +82,11 @@ def get_account(AccountId: str) -> dict[str, Any]:  # the OB path parameter name
     return bank.account_document(found)
 
 
+# Scope ``accounts`` declared here, below the route decorator.
+
+
 @app.get("/accounts/<AccountId>/balances")
+@require_scopes("accounts")
 def get_balances(AccountId: str) -> dict[str, Any]:
     found = bank.get_account(AccountId)
     served()
@@ -63,10 +94,14 @@ def get_balances(AccountId: str) -> dict[str, Any]:
 
 
 @app.get("/accounts/<AccountId>/transactions")
+@require_scopes("accounts")
 def get_transactions(AccountId: str) -> dict[str, Any]:
     found = bank.get_account(AccountId)
     served()
     return bank.transactions_document(found)
+
+
+# Scope ``payments`` declared in the policy.
 
 
 @app.post("/domestic-payments")
@@ -78,7 +113,7 @@ def create_domestic_payment() -> tuple[dict[str, Any], int]:
         return bank.invalid_body([bank.NOT_JSON_ERROR], interaction_id()), 400
     payment = bank.DomesticPaymentRequest.model_validate(document)
     served()
-    return bank.create_payment(payment, interaction_id()), 201
+    return bank.create_payment(payment, interaction_id(), current_principal().client_id), 201
 
 
 # Errors the application itself answers, in the OB error format. Their ``Id`` is the

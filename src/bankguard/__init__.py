@@ -7,7 +7,7 @@ app = protect(app, Policy.from_yaml("policy.yaml"))
 
 from __future__ import annotations
 
-from .adapters import BankGuardMiddleware, BankGuardWSGI, protect
+from .adapters import BankGuardMiddleware, BankGuardWSGI, guard_of, protect
 from .audit import AuditEvent, EventCollector, LoggingSink
 from .context import NotProtectedError, get_context, get_principal
 from .decision import Decision, Operation, Principal, SecurityContext
@@ -59,6 +59,7 @@ __all__ = [
     "__version__",
     "get_context",
     "get_principal",
+    "guard_of",
     "protect",
     "require_scopes",
 ]

@@ -30,9 +30,12 @@ def summarise(policy: Policy) -> str:
         f"routes    [{routes.mode:7}] {len(routes.operations)} operations ({public} public); "
         f"undeclared: {routes.undeclared}",
     ]
-    lines += [
-        f"            {op.method:7} {op.path}{'  (public)' if op.public else ''}" for op in routes.operations
-    ]
+    for op in routes.operations:
+        needs = (
+            " ".join(op.scopes) + (f" one of ({' '.join(op.any_scopes)})" if op.any_scopes else "")
+        ).strip()
+        note = "  (public)" if op.public else (f"  scopes: {needs}" if needs else "  token")
+        lines.append(f"            {op.method:7} {op.path}{note}")
     lines += [
         f"auth      [{policy.auth.mode:7}] one Authorization header, scheme + token68; "
         f"tokens in query/form refused; realm={policy.auth.realm!r}",
@@ -43,4 +46,22 @@ def summarise(policy: Policy) -> str:
         f"audit              sink {sink} (logger {policy.audit.logger})",
         f"problems           type URIs under {policy.problems.type_base}",
     ]
+    t = policy.tokens
+    if not t.configured:
+        lines.append("tokens             not configured (every operation must be public)")
+        return "\n".join(lines)
+    lines.append(
+        f"tokens    [{t.mode:7}] leeway {t.leeway:g}s, iat skew {t.max_future_iat:g}s, "
+        f"max {_size(t.max_token_bytes)}; sender-constrained only: "
+        + ("yes" if t.require_sender_constraint else "no")
+    )
+    for issuer in t.issuers:
+        source = next(
+            (f"{name} {getattr(issuer, name)}" if name != "jwks" else "inline jwks")
+            for name in ("jwks_uri", "discovery", "jwks_file", "jwks", "hmac_secret_env")
+            if getattr(issuer, name)
+        )
+        lines.append(f"            issuer {issuer.issuer} [{' '.join(issuer.algorithms)}] keys: {source}")
+    if t.introspection is not None:
+        lines.append(f"            introspection {t.introspection.endpoint} ({t.introspection.auth})")
     return "\n".join(lines)

@@ -21,8 +21,8 @@ def _is_asgi(app: Any) -> bool:
     return call is not None and inspect.iscoroutinefunction(call)
 
 
-#: Starlette applications protected in place (so a second protect() is refused).
-_PROTECTED: weakref.WeakSet[Any] = weakref.WeakSet()
+#: Applications protected in place, with their guards (a second protect() is refused).
+_PROTECTED: weakref.WeakKeyDictionary[Any, Guard] = weakref.WeakKeyDictionary()
 
 
 def _marked(app: Any) -> bool:
@@ -30,6 +30,19 @@ def _marked(app: Any) -> bool:
         return app in _PROTECTED
     except TypeError:  # not weak-referenceable: cannot have been protected in place
         return False
+
+
+def guard_of(app: Any) -> Guard:
+    """The :class:`Guard` protecting ``app`` (as returned by :func:`protect`), e.g. to call
+    ``close()`` at shutdown or the revocation hooks ``evict_token`` / ``evict_tokens``."""
+    if isinstance(app, (BankGuardMiddleware, BankGuardWSGI)):
+        return app.guard
+    wsgi = getattr(app, "wsgi_app", None)
+    if isinstance(wsgi, BankGuardWSGI):
+        return wsgi.guard
+    if _marked(app):
+        return _PROTECTED[app]
+    raise ValueError("this application is not protected by bankguard")
 
 
 def protect(app: A, policy: Policy, *, kind: Literal["asgi", "wsgi"] | None = None) -> A:
@@ -78,7 +91,7 @@ def protect(app: A, policy: Policy, *, kind: Literal["asgi", "wsgi"] | None = No
             return BankGuardMiddleware(build_stack(), guard=guard, resolver=resolver)
 
         app.build_middleware_stack = build_guarded_stack  # type: ignore[attr-defined]
-        _PROTECTED.add(app)
+        _PROTECTED[app] = guard
         if getattr(app, "middleware_stack", None) is not None:
             # Already served a request: drop the cached stack so the guarded one is built.
             app.middleware_stack = None  # type: ignore[attr-defined]
@@ -90,4 +103,4 @@ def protect(app: A, policy: Policy, *, kind: Literal["asgi", "wsgi"] | None = No
     return BankGuardWSGI(app, guard=guard)  # type: ignore[arg-type,return-value]
 
 
-__all__ = ["BankGuardMiddleware", "BankGuardWSGI", "protect"]
+__all__ = ["BankGuardMiddleware", "BankGuardWSGI", "guard_of", "protect"]

@@ -132,10 +132,10 @@ class TokenCheck:
                 raise invalid_token(exc.reason) from None
             try:
                 verified = self._verify(verifier, parsed)
-            except UnknownKid:
+            except UnknownKid as exc:
                 if parsed.rules.keys.refreshable:
                     return self._after_refresh(verifier, token, parsed, state, requirement)
-                raise InvalidToken("token.kid_unknown") from None
+                raise invalid_token(exc.reason) from None
             self._accept(
                 verified, state, requirement, self.cache.put(token, verified, _principal(verified), key)
             )
@@ -146,11 +146,12 @@ class TokenCheck:
 
     @staticmethod
     def _verify(verifier: JwtVerifier, parsed: ParsedJwt) -> VerifiedToken:
-        """Verify with the issuer's current keys; UnknownKid passes through, other errors become 401."""
+        """Verify with the issuer's current keys; UnknownKid passes through (also when no keys
+        are loaded at all, so a refreshable source gets one refetch), other errors become 401."""
         index = parsed.rules.keys.current()
         try:
             if index is None:
-                raise TokenError("keys_unavailable")
+                raise UnknownKid("keys_unavailable")
             return verifier.verify(parsed, index)
         except UnknownKid:
             raise
@@ -168,8 +169,8 @@ class TokenCheck:
         yield Call(parsed.rules.keys.refresh_unknown_kid)
         try:
             verified = self._verify(verifier, parsed)
-        except UnknownKid:
-            raise InvalidToken("token.kid_unknown") from None
+        except UnknownKid as exc:
+            raise invalid_token(exc.reason) from None
         self._accept(verified, state, requirement, self.cache.put(token, verified, _principal(verified)))
 
     def _introspect(self, token: str, state: State, requirement: ScopeRequirement | None) -> StoreFlow:
