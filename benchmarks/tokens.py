@@ -27,6 +27,7 @@ from bankguard import Guard, Policy
 from bankguard.audit import EventCollector
 from bankguard.controls import Credentials, State
 from bankguard.decision import Operation
+from bankguard.scopes import ScopeRequirement
 from bankguard.testing import TestIssuer, make_facts
 from bankguard.tokens.jose import b64url_decode
 
@@ -88,7 +89,13 @@ def measure(rounds: int, n: int) -> list[tuple[str, float, float, float, float]]
         if check is None:  # pragma: no cover - configured above
             raise SystemExit("token control missing")
         facts = make_facts("GET", "/accounts")
-        operation = Operation(id="GET /accounts", method="GET", path="/accounts", scopes=("accounts",))
+        operation = Operation(
+            id="GET /accounts",
+            method="GET",
+            path="/accounts",
+            scopes=("accounts",),
+            requirement=ScopeRequirement(frozenset({"accounts"})),
+        )
         public = issuer._key.public_key()
         floor = _floor(issuer, alg)
 

@@ -351,7 +351,7 @@ def parse_url(value: object, path: str) -> str:
         raise Invalid(path, f"{value!r} must not carry credentials or a fragment")
     if any(c in value for c in " \t\r\n\\") or (port is not None and port == 0):
         raise Invalid(path, f"{value!r} is not a valid URL")
-    return value
+    return parts.scheme + value[value.index(":") :]  # the scheme in lower case, as compared later
 
 
 #: Directory that relative file names in a policy are resolved against (the YAML file's).

@@ -137,15 +137,14 @@ class Guard:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.policy = policy
-        self.tokens: TokenCheck | None = None
-        if policy.tokens.configured:
-            verifier = build_verifier(policy.tokens, clock)
-            self.tokens = TokenCheck(
-                policy,
-                verifier=verifier,
-                introspection=build_introspection(policy.tokens, clock),
-                clock=clock,
-            )
+        # Always present: with no issuer configured it still refuses requests for which the
+        # application declared scopes (require_scopes), rather than letting them through.
+        self.tokens: TokenCheck | None = TokenCheck(
+            policy,
+            verifier=build_verifier(policy.tokens, clock),
+            introspection=build_introspection(policy.tokens, clock),
+            clock=clock,
+        )
         self.checks: tuple[Check, ...] = tuple(
             default_checks(policy, self.tokens) if checks is None else checks
         )
@@ -172,8 +171,13 @@ class Guard:
             close_sources(self.tokens.verifier)
 
     def evict_token(self, token: str) -> bool:
-        """Revocation hook: forget a verified token so its next use is verified again."""
-        return self.tokens.cache.evict(token) if self.tokens is not None else False
+        """Revocation hook: forget a verified (or introspected) token so its next use is checked again."""
+        if self.tokens is None:
+            return False
+        evicted = self.tokens.cache.evict(token)
+        if self.tokens.introspection is not None:
+            evicted = bool(self.tokens.introspection.evict(token)) or evicted
+        return evicted
 
     def evict_tokens(self, predicate: Callable[[VerifiedToken], bool]) -> int:
         """Revocation hook: forget every cached token matching ``predicate`` (a ``jti``, a client...)."""
@@ -333,6 +337,27 @@ class Guard:
             ),
         )
         return self.renderer.render(denial, context.interaction_id, head=method == "HEAD")
+
+    def late_report(self, context: SecurityContext, denial: Denied) -> None:
+        """Audit a call-time refusal of a control in report mode (recorded, not enforced)."""
+        emit(
+            self.sink,
+            AuditEvent(
+                time=_now(),
+                outcome="report",
+                status=denial.status,
+                control=denial.control or "scopes",
+                reason=denial.reason,
+                interaction_id=context.interaction_id,
+                interaction_id_generated=False,
+                method="",
+                path="",
+                operation=context.operation.id if context.operation else None,
+                peer=None,
+                client_address=None,
+                client_id=context.principal.client_id,
+            ),
+        )
 
     def fault(self, reason: str, *, head: bool = False) -> ProblemResponse:
         """A fail-closed 503 for a failure outside the pipeline (e.g. in an adapter)."""

@@ -131,13 +131,14 @@ class IssuerPolicy(Section):
             problems.append(ConfigProblem("hmac_secret_env", "a shared secret verifies HS* algorithms only"))
         if self.hmac_secret_env:
             secret = os.environ.get(self.hmac_secret_env, "")
-            if len(secret.encode("utf-8")) < 32:
+            # RFC 7518 §3.2: a key at least as long as the hash output.
+            need = max((int(a[2:]) // 8 for a in algs & SYMMETRIC), default=32)
+            if len(secret.encode("utf-8")) < need:
                 problems.append(
                     ConfigProblem(
                         "hmac_secret_env",
                         f"environment variable {self.hmac_secret_env} must hold a secret of at least "
-                        "256 bits "
-                        "(32 bytes; RFC 7518 §3.2)",
+                        f"{need * 8} bits ({need} bytes; RFC 7518 §3.2)",
                     )
                 )
         missing = {"iss", "exp", "aud"} - set(self.required_claims)

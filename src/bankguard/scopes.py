@@ -3,11 +3,13 @@
 An operation can require scopes in the policy (``routes.operations[].scopes`` /
 ``any_scopes``) or in code, with :func:`require_scopes` on a view function, an
 endpoint, a Flask blueprint, a FastAPI router or a whole ASGI/WSGI application.
-The decorator only *declares*: it attaches a :class:`ScopeRequirement` and returns the
-object unchanged (sync and async functions alike). The guard enforces it before the
-application runs, in the same decision as every other check, so one request gives one
-audit event. A token lacking a required scope gets 403 ``insufficient_scope`` with the
-``scope`` attribute (RFC 6750 §3.1).
+The decorator attaches a :class:`ScopeRequirement`; on a function it also returns a thin
+wrapper that checks the requirement again when the function is called. The guard
+enforces declarations before the application runs wherever it can resolve the route
+(one decision, one audit event); the call-time check is the second line for routes it
+could not resolve, and writes its own audit event when it refuses. A token lacking a
+required scope gets 403 ``insufficient_scope`` with the ``scope`` attribute
+(RFC 6750 §3.1); a missing token gets 401.
 """
 
 from __future__ import annotations
@@ -26,19 +28,23 @@ _SCOPE = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]+\Z")  # RFC 6749 §3.3 scope-tok
 
 @dataclass(frozen=True, slots=True)
 class ScopeRequirement:
-    """Scopes a token must grant: every one of ``all_of``, and one of each ``any_of`` group."""
+    """Scopes a token must grant: every one of ``all_of``, and one of each ``any_of`` group.
+
+    ``authenticated`` alone (no scopes) means a verified token is required, whatever it grants.
+    """
 
     all_of: frozenset[str] = frozenset()
     any_of: tuple[frozenset[str], ...] = ()
+    authenticated: bool = False
 
     def __bool__(self) -> bool:
-        return bool(self.all_of or self.any_of)
+        return bool(self.all_of or self.any_of or self.authenticated)
 
     def merge(self, other: ScopeRequirement | None) -> ScopeRequirement:
         if not other:
             return self
         groups = tuple(dict.fromkeys((*self.any_of, *other.any_of)))
-        return ScopeRequirement(self.all_of | other.all_of, groups)
+        return ScopeRequirement(self.all_of | other.all_of, groups, self.authenticated or other.authenticated)
 
     def unmet(self, granted: frozenset[str]) -> tuple[str, ...]:
         """The scopes to name in the challenge when ``granted`` falls short; empty when met."""
@@ -81,7 +87,7 @@ def enforce(requirement: ScopeRequirement) -> None:
     refuses to run the endpoint at all.
     """
     from .context import NotProtectedError, current_context
-    from .errors import AuthenticationRequired, InsufficientScope
+    from .errors import AuthenticationRequired, Denied, InsufficientScope
 
     context = current_context()
     if context is None:
@@ -89,11 +95,18 @@ def enforce(requirement: ScopeRequirement) -> None:
             "a require_scopes endpoint ran outside bankguard; wrap the app with protect()"
         )
     principal = context.principal
+    denial: Denied | None = None
     if not principal.authenticated:
-        raise AuthenticationRequired("token.missing")
-    unmet = requirement.unmet(principal.scopes)
-    if unmet:
-        raise InsufficientScope("scope.insufficient", required=unmet)
+        denial = AuthenticationRequired("token.missing")
+    elif unmet := requirement.unmet(principal.scopes):
+        denial = InsufficientScope("scope.insufficient", required=unmet)
+    if denial is None:
+        return
+    guard = context.guard
+    if guard is not None and guard.policy.tokens.mode == "report":
+        guard.late_report(context, denial)  # report mode: recorded, not enforced
+        return
+    raise denial
 
 
 def _wrap(fn: Callable[..., Any], requirement: ScopeRequirement) -> Callable[..., Any]:
@@ -123,14 +136,13 @@ def require_scopes(*scopes: str, any_of: Iterable[str] = ()) -> Callable[[T], T]
     ``require_scopes("accounts")`` needs ``accounts``; ``require_scopes("a", "b")`` needs both;
     ``require_scopes(any_of=["payments", "payments:write"])`` needs at least one of them.
 
-    * On a view or endpoint function (sync or async) put it *below* the route decorator,
-      like any decorator that must run before the view. The guard enforces it before the
-      application runs where it can find the route (Flask, Starlette and FastAPI routes,
-      mounts); the returned wrapper enforces it again when the function is called, so a
-      route the guard could not resolve is still protected.
+    * On a view or endpoint function (sync or async), above or below the route decorator.
+      The guard enforces it before the application runs where it can find the route
+      (Flask, Starlette and FastAPI routes, mounts, included routers); below the route
+      decorator the returned wrapper also enforces it when the function is called.
     * On a Flask ``Blueprint``: every view of the blueprint (checked before the view runs).
-    * On a FastAPI ``APIRouter``: every route added to it afterwards (as a router
-      dependency); decorate the router before adding routes.
+    * On a FastAPI ``APIRouter``: its routes (routes added later also get a router
+      dependency that checks at call time).
     * On an ASGI or WSGI application object: every request to it.
 
     Stacked declarations add up.

@@ -6,13 +6,23 @@ import json
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Annotated, Any
 
 import pytest
-from fastapi import FastAPI
+from fastapi import FastAPI, Security
 from flask import Flask
 
-from bankguard import BankGuardMiddleware, BankGuardWSGI, EventCollector, Guard, Policy, guard_of, protect
+from bankguard import (
+    BankGuardMiddleware,
+    BankGuardWSGI,
+    EventCollector,
+    Guard,
+    Policy,
+    Principal,
+    guard_of,
+    protect,
+)
+from bankguard.integrations.fastapi import bearer
 from bankguard.testing import TestIssuer, make_facts
 
 AUDIENCE = "https://api.bank.example"
@@ -158,3 +168,153 @@ def test_summary_names_the_issuers_and_scopes() -> None:
     assert "scopes: accounts" in summary
     assert f"issuer {issuer.issuer} [ES256] keys: jwks_uri http://127.0.0.1:9/jwks" in summary
     assert "tokens             not configured" in Policy().summary()
+
+
+def _inline_policy(issuer: TestIssuer, **extra: Any) -> dict[str, Any]:
+    return {
+        "tokens": {
+            "issuers": [
+                {
+                    "issuer": issuer.issuer,
+                    "audiences": [AUDIENCE],
+                    "algorithms": ["ES256"],
+                    "jwks": issuer.jwks(),
+                }
+            ],
+            **extra,
+        },
+        "routes": {"undeclared": "allow"},
+    }
+
+
+def test_require_scopes_above_the_route_without_token_verification_fails_closed() -> None:
+    from starlette.testclient import TestClient
+
+    from bankguard import require_scopes
+
+    app = protect(FastAPI(), Policy.from_dict({"routes": {"undeclared": "allow"}}))
+
+    @require_scopes("accounts")  # above the route decorator: the framework registered the bare function
+    @app.get("/accounts")
+    async def accounts() -> dict[str, str]:
+        return {"ok": "yes"}
+
+    with TestClient(app) as client:
+        anonymous = client.get("/accounts")
+        with_token = client.get("/accounts", headers={"authorization": "Bearer abc"})
+    assert anonymous.status_code == 401
+    assert with_token.status_code == 401
+    assert with_token.headers["content-type"] == "application/problem+json"
+
+
+def test_bearer_dependency_without_scopes_accepts_a_valid_token_on_an_undeclared_route() -> None:
+    from starlette.testclient import TestClient
+
+    issuer = TestIssuer()
+    app = protect(FastAPI(), Policy.from_dict(_inline_policy(issuer)))
+
+    @app.get("/me")
+    async def me(who: Annotated[Principal, Security(bearer)]) -> dict[str, Any]:
+        return {"client": who.client_id}
+
+    with TestClient(app) as client:
+        ok = client.get("/me", headers={"authorization": f"Bearer {issuer.mint()}"})
+        missing = client.get("/me")
+    assert (ok.status_code, ok.json()) == (200, {"client": "tpp-client-1"})
+    assert missing.status_code == 401
+    assert missing.headers["www-authenticate"] == 'Bearer realm="api"'
+
+
+def test_report_mode_records_call_time_refusals_without_blocking() -> None:
+    from starlette.testclient import TestClient
+
+    from bankguard import require_scopes
+
+    issuer = TestIssuer()
+    events = EventCollector()
+    policy = Policy.from_dict({**_inline_policy(issuer, mode="report"), "audit": {"sink": "logging"}})
+    app = FastAPI()
+
+    @app.get("/payments")
+    @require_scopes("payments")
+    async def payments() -> dict[str, str]:
+        return {"ok": "yes"}
+
+    guard = Guard(policy, sink=events)
+    wrapped = BankGuardMiddleware(app, guard=guard)
+    with TestClient(wrapped) as client:
+        response = client.get(
+            "/payments", headers={"authorization": f"Bearer {issuer.mint(scope='accounts')}"}
+        )
+    assert response.status_code == 200
+    assert [(e.outcome, e.reason) for e in events.events] == [
+        ("allow", None),
+        ("report", "scope.insufficient"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("alg", "length", "accepted"),
+    [("HS256", 32, True), ("HS384", 47, False), ("HS512", 63, False), ("HS512", 64, True)],
+)
+def test_ATK_30_hmac_secret_at_least_the_hash_length(
+    monkeypatch: pytest.MonkeyPatch, alg: str, length: int, accepted: bool
+) -> None:
+    from bankguard import ConfigurationError
+
+    monkeypatch.setenv("BG_TEST_SECRET", "s" * length)
+    data = {
+        "tokens": {
+            "issuers": [
+                {
+                    "issuer": "https://as",
+                    "audiences": [AUDIENCE],
+                    "algorithms": [alg],
+                    "hmac_secret_env": "BG_TEST_SECRET",
+                }
+            ]
+        }
+    }
+    if accepted:
+        assert Policy.from_dict(data).tokens.issuers[0].algorithms == (alg,)
+    else:
+        with pytest.raises(ConfigurationError, match=f"{length + 1} bytes|{(length + 1) * 8} bits"):
+            Policy.from_dict(data)
+
+
+def test_upper_case_scheme_is_normalised_and_still_needs_insecure_http() -> None:
+    from bankguard import ConfigurationError
+
+    issuer = {
+        "issuer": "https://as",
+        "audiences": [AUDIENCE],
+        "algorithms": ["ES256"],
+        "jwks_uri": "HTTP://127.0.0.1:9/jwks",
+    }
+    with pytest.raises(ConfigurationError, match="https://"):
+        Policy.from_dict({"tokens": {"issuers": [issuer]}})
+    loaded = Policy.from_dict(
+        {"tokens": {"issuers": [{**issuer, "insecure_http": True, "jwks_uri": "HTTPS://as/jwks"}]}}
+    )
+    assert loaded.tokens.issuers[0].jwks_uri == "https://as/jwks"
+
+
+def test_JWT_20_null_required_claim_counts_as_missing() -> None:
+    issuer = TestIssuer()
+    events = EventCollector()
+    guard = Guard(Policy.from_dict(_inline_policy(issuer)), sink=events)
+    from bankguard.testing import sign_compact
+
+    claims = {
+        "iss": issuer.issuer,
+        "aud": AUDIENCE,
+        "exp": 4102444800,
+        "iat": 1700000000,
+        "jti": "j",
+        "client_id": "c",
+        "sub": None,
+    }
+    token = sign_compact({"alg": "ES256", "typ": "at+jwt", "kid": "k1"}, claims, issuer._key, "ES256")
+    decision = guard.decide(make_facts("GET", "/x", headers=[("authorization", f"Bearer {token}")]))
+    assert not decision.allowed
+    assert events.events[-1].reason == "token.claim_missing:sub"

@@ -109,13 +109,20 @@ class TokenCheck:
         # Nothing declared for this request: nothing to do, except on an operation outside
         # the policy, where a token that is sent is still verified, so that checks made inside
         # the application (require_scopes at call time) see who is calling.
-        undeclared_with_token = op is None and creds is not None and creds.scheme.lower() == "bearer"
+        undeclared_with_token = (
+            op is None
+            and creds is not None
+            and creds.scheme.lower() == "bearer"
+            and (self.verifier is not None or self.introspection is not None)
+        )
         if (op is None or op.public) and not requirement and not undeclared_with_token:
             return None
         if creds is None:
             raise AuthenticationRequired("token.missing")
         if creds.scheme.lower() != "bearer":
             raise AuthenticationRequired("token.unsupported_scheme")
+        if self.verifier is None and self.introspection is None:
+            raise InvalidToken("token.verification_not_configured")
         token = creds.token
         if len(token) > self.max_token_bytes:
             raise InvalidToken("token.too_large")

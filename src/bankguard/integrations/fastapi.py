@@ -94,8 +94,7 @@ def security_scopes(dependant: Any, seen: set[int] | None = None) -> ScopeRequir
             *(getattr(dependant, "own_oauth_scopes", None) or ()),
             *(getattr(dependant, "security_scopes", None) or ()),
         ]
-        if scopes:
-            found = ScopeRequirement(parse_scopes(scopes))
+        found = ScopeRequirement(parse_scopes(scopes), authenticated=True)
     elif isinstance(call, ScopeDependency):
         found = call.requirement
     for sub in getattr(dependant, "dependencies", ()):

@@ -199,7 +199,7 @@ class JwtVerifier:
 
     def check_claims(self, claims: dict[str, Any], rules: IssuerRules) -> VerifiedToken:
         for name in rules.required_claims:
-            if name not in claims:
+            if claims.get(name) is None:  # absent, or JSON null
                 raise TokenError(f"claim_missing:{name}")
         now = self.clock()
         exp = numeric_date(claims, "exp")

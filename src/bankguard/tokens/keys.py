@@ -11,11 +11,10 @@ storm (JWKS-04).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from typing import Any, Protocol
 
-from .jose import JoseError, SharedSecret
+from .jose import JoseError, SharedSecret, json_object
 from .jwk import VerificationKey, load_jwks
 
 #: Without a ``kid`` in the header, at most this many compatible keys are tried (JWT-15).
@@ -92,11 +91,7 @@ class StaticKeySource:
             raw = fh.read(1024 * 1024 + 1)
         if len(raw) > 1024 * 1024:
             raise JoseError("jwks_too_large")
-        try:
-            document = json.loads(raw)
-        except ValueError:
-            raise JoseError("jwks_not_json") from None
-        return cls.from_jwks(issuer, document, allowed)
+        return cls.from_jwks(issuer, json_object(raw, "jwks"), allowed)
 
     @classmethod
     def from_secret(cls, issuer: str, secret: bytes, algorithms: frozenset[str]) -> StaticKeySource:
