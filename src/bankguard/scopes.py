@@ -48,6 +48,8 @@ class ScopeRequirement:
 
     def unmet(self, granted: frozenset[str]) -> tuple[str, ...]:
         """The scopes to name in the challenge when ``granted`` falls short; empty when met."""
+        if not self.any_of and self.all_of <= granted:  # the usual case
+            return ()
         missing = self.all_of - granted
         failed_groups = [g for g in self.any_of if not g & granted]
         if not missing and not failed_groups:

@@ -101,27 +101,28 @@ class TokenCheck:
         self.cache = TokenCache(tokens.cache_entries)
         self.clock = clock
         self.introspection_policy = tokens.introspection
+        #: Whether any token can be verified at all (an issuer or introspection is configured).
+        self.configured = verifier is not None or introspection is not None
 
     def run(self, facts: RequestFacts, state: State) -> StoreFlow | None:
         op = state.operation
         requirement = operation_requirement(state, facts)
         creds = state.credentials
+        bearer = creds is not None and (creds.scheme == "Bearer" or creds.scheme.lower() == "bearer")
         # Nothing declared for this request: nothing to do, except on an operation outside
-        # the policy, where a token that is sent is still verified, so that checks made inside
-        # the application (require_scopes at call time) see who is calling.
-        undeclared_with_token = (
-            op is None
-            and creds is not None
-            and creds.scheme.lower() == "bearer"
-            and (self.verifier is not None or self.introspection is not None)
-        )
-        if (op is None or op.public) and not requirement and not undeclared_with_token:
+        # the policy, where a token that is sent is still verified, so that checks made
+        # inside the application (require_scopes at call time) see who is calling.
+        if (
+            (op is None or op.public)
+            and not requirement
+            and (op is not None or not bearer or not self.configured)
+        ):
             return None
         if creds is None:
             raise AuthenticationRequired("token.missing")
-        if creds.scheme.lower() != "bearer":
+        if not bearer:
             raise AuthenticationRequired("token.unsupported_scheme")
-        if self.verifier is None and self.introspection is None:
+        if not self.configured:
             raise InvalidToken("token.verification_not_configured")
         token = creds.token
         if len(token) > self.max_token_bytes:

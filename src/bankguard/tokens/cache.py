@@ -20,7 +20,7 @@ Entry = tuple[VerifiedToken, Principal]
 
 
 def token_key(token: str) -> bytes:
-    return hashlib.sha256(token.encode("ascii", "replace")).digest()
+    return hashlib.sha256(token.encode()).digest()
 
 
 class TokenCache:

@@ -25,6 +25,7 @@ import hmac
 import json
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -104,6 +105,7 @@ def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 _DECODER = json.JSONDecoder(
     object_pairs_hook=_unique_object, parse_constant=_no_constants, parse_float=_finite_float
 )
+_SCAN: Callable[[str, int], tuple[Any, int]] = _DECODER.scan_once  # type: ignore[attr-defined]
 
 
 def _check_structure(value: Any, text: str) -> None:
@@ -140,10 +142,17 @@ def json_object(data: bytes, what: str) -> dict[str, Any]:
     except UnicodeDecodeError:
         raise JoseError(f"{what}_not_utf8") from None
     try:
-        value = _DECODER.decode(text)
+        if text[:1] == "{" and text[-1:] == "}":
+            # The common case, no surrounding whitespace: the scanner directly, and the
+            # whole text must have been consumed (no trailing garbage).
+            value, end = _SCAN(text, 0)
+            if end != len(text):
+                raise ValueError("trailing data")
+        else:
+            value = _DECODER.decode(text)
     except JoseError:
         raise
-    except (ValueError, RecursionError):
+    except (ValueError, RecursionError, StopIteration):
         raise JoseError(f"{what}_not_json") from None
     if not isinstance(value, dict):
         raise JoseError(f"{what}_not_object")
