@@ -22,4 +22,10 @@ if ! (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null; then
   fi
 fi
 
+# The end-to-end tests (tests/e2e) run nginx in front of the example apps; install it if missing
+# (the tests start their own nginx on 127.0.0.1 and fail, saying why, when none can be installed).
+if ! command -v nginx >/dev/null 2>&1 && ! [ -x /usr/sbin/nginx ]; then
+  (apt-get update -qq && apt-get install -y -qq nginx) >/dev/null 2>&1 || true
+fi
+
 exec .venv/bin/python -m pytest "$@"

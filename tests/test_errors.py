@@ -12,6 +12,8 @@ from bankguard.errors import (
     AuthenticationRequired,
     BadRequest,
     BankGuardError,
+    CertificateInvalid,
+    CertificateRequired,
     ConfigProblem,
     ConfigurationError,
     Denied,
@@ -22,11 +24,13 @@ from bankguard.errors import (
     InvalidInteractionId,
     InvalidRequest,
     InvalidToken,
+    MalformedClientCertificate,
     MalformedRequest,
     MethodNotAllowed,
     MethodOverrideRefused,
     NotFound,
     PayloadTooLarge,
+    RoleInvalid,
     ServiceUnavailable,
     TooManyRequests,
     UriTooLong,
@@ -60,6 +64,17 @@ TABLE = [
         InsufficientScope, 403, "insufficient_scope", True, "insufficient-scope", id="E5-InsufficientScope"
     ),
     pytest.param(Forbidden, 403, None, False, "forbidden", id="Forbidden"),
+    pytest.param(RoleInvalid, 403, None, False, "role-invalid", id="RoleInvalid"),
+    pytest.param(
+        MalformedClientCertificate,
+        400,
+        None,
+        False,
+        "malformed-client-certificate",
+        id="MalformedClientCertificate",
+    ),
+    pytest.param(CertificateRequired, 401, None, True, "certificate-required", id="CertificateRequired"),
+    pytest.param(CertificateInvalid, 401, None, True, "certificate-invalid", id="CertificateInvalid"),
     pytest.param(NotFound, 404, None, False, "not-found", id="NotFound"),
     pytest.param(MethodNotAllowed, 405, None, False, "method-not-allowed", id="MethodNotAllowed"),
     pytest.param(PayloadTooLarge, 413, None, False, "payload-too-large", id="PayloadTooLarge"),
@@ -83,6 +98,8 @@ def make(cls: type[Denied], reason: str = "test.reason") -> Denied:
         return cls(reason, required=["accounts"])
     if issubclass(cls, MethodNotAllowed):
         return cls(reason, allowed=["GET", "HEAD"])
+    if issubclass(cls, RoleInvalid):
+        return cls(reason, required=["PSP_AI"])
     return cls(reason)
 
 

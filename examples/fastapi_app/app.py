@@ -24,6 +24,7 @@ and the verified principal) through the dependencies in :mod:`bankguard.integrat
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -37,7 +38,8 @@ from examples import bank_data as bank
 
 log = logging.getLogger(__name__)
 
-POLICY = Path(__file__).with_name("policy.yaml")
+#: BANKGUARD_POLICY names another policy file (the end-to-end tests use it); default: policy.yaml here.
+POLICY = Path(os.environ.get("BANKGUARD_POLICY") or Path(__file__).with_name("policy.yaml"))
 
 # No /docs, /redoc or /openapi.json: the policy declares the banking operations only, and
 # bankguard would answer 404 for anything else anyway.

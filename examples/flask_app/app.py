@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,8 @@ from examples import bank_data as bank
 
 log = logging.getLogger(__name__)
 
-POLICY = Path(__file__).with_name("policy.yaml")
+#: BANKGUARD_POLICY names another policy file (the end-to-end tests use it); default: policy.yaml here.
+POLICY = Path(os.environ.get("BANKGUARD_POLICY") or Path(__file__).with_name("policy.yaml"))
 
 # No static folder: the policy declares the banking operations only.
 app = Flask(__name__, static_folder=None)

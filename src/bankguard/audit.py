@@ -62,6 +62,8 @@ class AuditEvent:
     subject: str | None = None
     #: Report-mode verdicts that did not block: ``control:reason`` each.
     reports: tuple[str, ...] = ()
+    #: Observations that did not block, e.g. ``client_cert.untrusted_header_ignored``.
+    notes: tuple[str, ...] = ()
     #: Time the decision took, in milliseconds.
     duration_ms: float = 0.0
 
@@ -69,6 +71,7 @@ class AuditEvent:
         data = asdict(self)
         data["event"] = "bankguard.decision"
         data["reports"] = list(self.reports)
+        data["notes"] = list(self.notes)
         return data
 
     def to_json(self) -> str:

@@ -63,6 +63,8 @@ class Operation:
     any_scopes: tuple[str, ...] = ()
     #: ``scopes`` and ``any_scopes`` as one requirement, built once (None when there are none).
     requirement: ScopeRequirement | None = None
+    #: PSD2 roles the client's certificate must hold.
+    roles: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

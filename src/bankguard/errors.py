@@ -15,11 +15,15 @@ The tree::
         │   ├── MalformedRequest           400  unparseable framing: path, Content-Length, encoding
         │   ├── MethodOverrideRefused      400  X-HTTP-Method-Override and friends (OWASP API5)
         │   ├── InvalidInteractionId       400  x-fapi-interaction-id is not a UUID (FAPI1-B 6.2.2)
+        │   ├── MalformedClientCertificate 400  a forwarded certificate header cannot be parsed (RFC 9440)
         │   └── InvalidRequest             400  invalid_request: ambiguous or malformed credentials
         ├── AuthenticationRequired         401  no credentials, or an unsupported scheme (E1)
         ├── InvalidToken                   401  invalid_token (E2)
+        ├── CertificateRequired            401  no client certificate where one is required
+        ├── CertificateInvalid             401  the client certificate is not accepted (chain, dates, eIDAS)
         ├── InsufficientScope              403  insufficient_scope (E5)
         ├── Forbidden                      403  authorised identity, operation refused
+        │   └── RoleInvalid                403  the certificate lacks a PSD2 role the operation needs
         ├── NotFound                       404  no declared operation at this path
         ├── MethodNotAllowed               405  the path exists, the method does not (adds Allow)
         ├── PayloadTooLarge                413
@@ -152,6 +156,12 @@ class InvalidRequest(BadRequest):
     detail = "The request carries malformed or ambiguous credentials."
 
 
+class MalformedClientCertificate(BadRequest):
+    slug = "malformed-client-certificate"
+    title = "Malformed client certificate"
+    detail = "The forwarded client certificate could not be read."
+
+
 class AuthenticationRequired(Denied):
     """No usable credentials (template E1): the challenge has no ``error``."""
 
@@ -171,6 +181,26 @@ class InvalidToken(Denied):
     slug = "invalid-token"
     title = "Invalid access token"
     detail = "The access token is invalid, expired, revoked or not bound to this client."
+
+
+class CertificateRequired(Denied):
+    """No client certificate (over TLS or from a trusted proxy) where the policy requires one."""
+
+    status = 401
+    challenge = True
+    slug = "certificate-required"
+    title = "Client certificate required"
+    detail = "This operation requires a TLS client certificate."
+
+
+class CertificateInvalid(Denied):
+    """The client certificate failed validation: chain, dates, revocation, usage or eIDAS content."""
+
+    status = 401
+    challenge = True
+    slug = "certificate-invalid"
+    title = "Client certificate not accepted"
+    detail = "The TLS client certificate is not accepted."
 
 
 class InsufficientScope(Denied):
@@ -197,6 +227,18 @@ class InsufficientScope(Denied):
 
 class Forbidden(Denied):
     pass
+
+
+class RoleInvalid(Forbidden):
+    """The client's eIDAS certificate does not hold a PSD2 role the operation needs (RTS Art. 34)."""
+
+    slug = "role-invalid"
+    title = "PSD2 role missing"
+    detail = "The client certificate does not grant the PSD2 role this operation requires."
+
+    def __init__(self, reason: str, *, required: Sequence[str], detail: str | None = None) -> None:
+        super().__init__(reason, detail=detail)
+        self.required: tuple[str, ...] = tuple(required)
 
 
 class NotFound(Denied):

@@ -58,8 +58,12 @@ def default_checks(policy: Policy, tokens: TokenCheck | None = None) -> list[Che
         RequestCheck(policy.request),
         InteractionIdCheck(policy.interaction_id),
         RouteCheck(policy.routes),
-        AuthCheck(policy.auth),
     ]
+    if policy.client_cert.source != "none":
+        from .controls.mtls import ClientCertCheck
+
+        checks.append(ClientCertCheck(policy))
+    checks.append(AuthCheck(policy.auth))
     if tokens is not None:
         checks.append(tokens)
     return checks
@@ -255,9 +259,10 @@ class Guard:
             peer=facts.peer,
             client_address=state.client_address,
             client_id=principal.client_id,
-            tpp_id=principal.tpp_id,
+            tpp_id=principal.tpp_id or state.tpp_id,
             subject=principal.subject,
             reports=tuple(f"{r.control}:{r.reason}" for r in reports),
+            notes=tuple(state.notes),
             duration_ms=round((time.perf_counter() - started) * 1000, 3),
         )
         emit(self.sink, event)

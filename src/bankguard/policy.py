@@ -27,6 +27,7 @@ from typing import IO, Any, Literal
 from ._config import BASE_DIR, Invalid, Section, build, option, parse_networks, parse_size
 from .audit import AuditEvent
 from .errors import ConfigProblem, ConfigurationError
+from .policy_mtls import HEADER_SOURCES, PSD2_ROLE_NAMES, ClientCertPolicy
 from .policy_tokens import PROFILE_ALGORITHMS, TokensPolicy
 
 log = logging.getLogger("bankguard")
@@ -87,6 +88,8 @@ class RouteSpec(Section):
     scopes: tuple[str, ...] = ()
     #: Scopes of which the access token must grant at least one.
     any_scopes: tuple[str, ...] = ()
+    #: PSD2 roles the client's eIDAS certificate must all hold (PSP_AS, PSP_PI, PSP_AI, PSP_IC).
+    roles: tuple[str, ...] = ()
 
     def _check(self) -> None:
         problems = []
@@ -98,6 +101,13 @@ class RouteSpec(Section):
                     )
         if self.public and (self.scopes or self.any_scopes):
             problems.append(ConfigProblem("public", "a public operation cannot require scopes"))
+        for i, role in enumerate(self.roles):
+            if role not in PSD2_ROLE_NAMES:
+                problems.append(
+                    ConfigProblem(
+                        f"roles[{i}]", f"{role!r} is not a PSD2 role ({', '.join(sorted(PSD2_ROLE_NAMES))})"
+                    )
+                )
         if not _TOKEN.match(self.method) or self.method != self.method.upper():
             problems.append(ConfigProblem("method", f"{self.method!r} is not an upper-case HTTP method"))
         problems.extend(ConfigProblem("path", m) for m in _template_problems(self.path))
@@ -270,6 +280,7 @@ class Policy(Section):
     problems: ProblemsPolicy = _section(ProblemsPolicy)
     audit: AuditPolicy = _section(AuditPolicy)
     tokens: TokensPolicy = _section(TokensPolicy)
+    client_cert: ClientCertPolicy = _section(ClientCertPolicy)
 
     def _check(self) -> None:
         problems = []
@@ -294,6 +305,21 @@ class Policy(Section):
                             f"(allowed: {', '.join(sorted(allowed))})",
                         )
                     )
+        if self.client_cert.source in HEADER_SOURCES and not self.trusted_proxies:
+            problems.append(
+                ConfigProblem(
+                    "client_cert.source",
+                    f"a {self.client_cert.source} header is believed only from trusted_proxies, "
+                    "and none are listed (RFC 9440 §4)",
+                )
+            )
+        for i, op in enumerate(self.routes.operations):
+            if op.roles and self.client_cert.identity != "eidas":
+                problems.append(
+                    ConfigProblem(
+                        f"routes.operations[{i}].roles", "PSD2 roles need client_cert.identity: eidas"
+                    )
+                )
         required = self.profile in _PROFILE_REQUIRES_SENDER_CONSTRAINT
         if self.tokens.require_sender_constraint is False and required:
             problems.append(
@@ -315,7 +341,7 @@ class Policy(Section):
             object.__setattr__(self, "interaction_id", dataclasses.replace(self.interaction_id, invalid=mode))
         if self.routes.undeclared == "allow":
             log.warning("policy: routes.undeclared is 'allow'; undeclared operations are not denied")
-        for name in ("request", "routes", "auth", "interaction_id", "tokens"):
+        for name in ("request", "routes", "auth", "interaction_id", "tokens", "client_cert"):
             if getattr(self, name).mode == "report":
                 log.warning("policy: %s runs in report mode; its denials are logged, not enforced", name)
 

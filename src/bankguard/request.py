@@ -14,8 +14,9 @@ application sees them; checks that care about duplicates account for that.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from .scopes import ScopeRequirement
 
@@ -126,6 +127,9 @@ class RequestFacts:
     framing_error: str | None = None
     #: Scopes the application declared for the matched endpoint (``require_scopes``).
     requirements: ScopeRequirement | None = None
+    #: What the server itself knows of the TLS client certificate: the ASGI ``tls`` extension
+    #: dict, or the WSGI ``SSL_CLIENT_CERT*`` variables. None when the server says nothing.
+    transport: Mapping[str, Any] | None = None
 
     def __repr__(self) -> str:
         return (

@@ -5,6 +5,7 @@
 * :class:`EventCollector` is a sink that keeps events in a list.
 * :func:`capture_events` collects what the default logging sink writes.
 * :class:`TestIssuer` mints signed access tokens and publishes the matching JWK Set.
+* :class:`TestPKI` issues a CA hierarchy and eIDAS QWAC-shaped client certificates.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
+from ._pki_testing import TestPKI, qc_statements_der
 from .audit import EventCollector, capture_events
 from .request import Headers, RequestFacts
 
@@ -47,7 +49,15 @@ def make_facts(
     )
 
 
-__all__ = ["EventCollector", "TestIssuer", "capture_events", "make_facts", "sign_compact"]
+__all__ = [
+    "EventCollector",
+    "TestIssuer",
+    "TestPKI",
+    "capture_events",
+    "make_facts",
+    "qc_statements_der",
+    "sign_compact",
+]
 
 
 # -- access tokens for tests ---------------------------------------------------------------

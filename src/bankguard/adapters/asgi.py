@@ -147,6 +147,7 @@ class BankGuardMiddleware:
             body_too_large=too_large,
             framing_error=framing,
             requirements=self.resolver(scope) if self.resolver is not None else None,
+            transport=(scope.get("extensions") or {}).get("tls"),
         )
         return facts, body, more
 

@@ -171,6 +171,9 @@ class BankGuardWSGI:
             body_too_large=too_large,
             framing_error=framing,
             requirements=self.resolver(environ) if self.resolver is not None else None,
+            transport={k: v for k, v in environ.items() if k.startswith("SSL_CLIENT")}
+            if "SSL_CLIENT_CERT" in environ
+            else None,
         )
 
     def _starter(self, start_response: StartResponse, decision: Decision) -> StartResponse:

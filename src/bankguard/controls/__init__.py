@@ -45,6 +45,13 @@ class State:
     path_params: dict[str, str] = field(default_factory=dict)
     credentials: Credentials | None = None
     principal: Principal = ANONYMOUS
+    #: The client certificate presented (over TLS or by a trusted proxy), if any.
+    certificate: Any = None
+    #: TPP identity established from a validated eIDAS certificate.
+    tpp_id: str | None = None
+    roles: frozenset[str] = frozenset()
+    #: Observations that did not block (an untrusted forwarded header ignored, ...).
+    notes: list[str] = field(default_factory=list)
 
 
 class Check(Protocol):

@@ -55,6 +55,7 @@ def _operation(spec: RouteSpec) -> Operation:
             frozenset(spec.scopes), (frozenset(spec.any_scopes),) if spec.any_scopes else ()
         )
         or None,
+        roles=spec.roles,
     )
 
 

@@ -23,10 +23,12 @@ guard's driver off the event loop.
 
 from __future__ import annotations
 
+import dataclasses
+import hmac
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 from ..decision import Principal
 from ..errors import AuthenticationRequired, InsufficientScope, InvalidToken, ServiceUnavailable
@@ -101,6 +103,7 @@ class TokenCheck:
         self.cache = TokenCache(tokens.cache_entries)
         self.clock = clock
         self.introspection_policy = tokens.introspection
+        self.tpp_claim = policy.client_cert.token_tpp_claim
         #: Whether any token can be verified at all (an issuer or introspection is configured).
         self.configured = verifier is not None or introspection is not None
 
@@ -223,16 +226,38 @@ class TokenCheck:
         principal: Principal | None = None,
     ) -> None:
         cnf = token.cnf
+        binding: Literal["mtls"] | None = None
         if cnf is not None:
             if "jkt" in cnf:
-                raise InvalidToken("token.dpop_bound_presented_as_bearer")
-            if "x5t#S256" in cnf:
-                raise InvalidToken("token.certificate_binding_unverifiable")
-        if self.require_binding:
+                raise InvalidToken("token.dpop_bound_presented_as_bearer")  # RFC 9449 §7.2
+            x5t = cnf.get("x5t#S256")
+            if x5t is not None:
+                # RFC 8705 §3: the token is bound to the certificate the client presented.
+                certificate = state.certificate
+                if certificate is None:
+                    raise InvalidToken("token.certificate_missing")
+                if not isinstance(x5t, str) or not hmac.compare_digest(
+                    x5t.encode("ascii", "replace"), certificate.thumbprint.encode("ascii")
+                ):
+                    raise InvalidToken("token.certificate_mismatch")
+                binding = "mtls"
+        if self.require_binding and binding is None:
             # Only the confirmation methods bankguard verifies count (RFC 8705 §3.1, RFC 9449 §6);
             # any other cnf member (x5t, jwk, kid...) binds nothing here.
             raise InvalidToken("token.not_sender_constrained")
-        state.principal = principal if principal is not None else _principal(token)
+        if self.tpp_claim is not None:
+            # EIDAS-06: the token must belong to the TPP the certificate identifies.
+            if state.tpp_id is None:
+                raise InvalidToken("token.tpp_unverified")
+            if token.claims.get(self.tpp_claim) != state.tpp_id:
+                raise InvalidToken("token.tpp_mismatch")
+        if principal is None:
+            principal = _principal(token)
+        if binding is not None or state.tpp_id is not None:
+            principal = dataclasses.replace(
+                principal, binding=binding, tpp_id=state.tpp_id, roles=state.roles
+            )
+        state.principal = principal
         if requirement:
             unmet = requirement.unmet(token.scopes)
             if unmet:

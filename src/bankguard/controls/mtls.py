@@ -1,0 +1,163 @@
+"""The client-certificate control: read the certificate, validate it, derive the TPP.
+
+Trust model (RFC 9440 §4; STANDARDS FWD-01, FWD-02, MTLS-07): the certificate comes from
+exactly one configured source, never a fallback from one to another. A header source is
+believed only when the direct peer is in ``trusted_proxies``; from any other peer the
+header is ignored (treated as no certificate) and the audit event notes it. A header that
+is present but malformed is refused with 400 (FWD-03/04/09). Behind the source:
+
+* binding: the presented certificate's ``x5t#S256`` is what certificate-bound tokens are
+  compared with (RFC 8705 §3, in the token control); this needs no trust anchors;
+* validation: with ``trust_anchors``, the chain is validated with
+  ``cryptography.x509.verification`` (dates, clientAuth usage, CRLs) → 401
+  ``certificate-invalid`` otherwise (EIDAS-01); results are cached by certificate hash;
+* identity: with ``identity: eidas``, the TPP id (organizationIdentifier) and PSD2 roles
+  (ETSI TS 119 495 QCStatement) → principal and audit event; an operation's ``roles`` are
+  then required → 403 ``role-invalid`` (BG-04, RTS Art. 34).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+from collections.abc import Callable
+from typing import Any
+
+from ..errors import CertificateInvalid, CertificateRequired, MalformedClientCertificate, RoleInvalid
+from ..policy import Network, Policy
+from ..request import RequestFacts
+from . import State
+
+_MAX_CACHED = 10_000
+
+
+def _trusted(peer: str | None, networks: tuple[Network, ...]) -> bool:
+    if peer is None:
+        return False
+    try:
+        ip = ipaddress.ip_address(peer)
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return any(ip in net for net in networks)
+
+
+class ClientCertCheck:
+    name = "client_cert"
+
+    def __init__(self, policy: Policy) -> None:
+        from ..mtls import sources
+
+        cfg = policy.client_cert
+        self.mode = cfg.mode
+        self.source = cfg.source
+        self.required = cfg.required
+        self.trusted = policy.trusted_proxies
+        self.header = cfg.header_name
+        self.from_header = self.source in ("rfc9440", "xfcc", "nginx", "aws-alb")
+        limit = cfg.max_header_bytes
+        parsers: dict[str, Callable[[Any], Any]] = {
+            "rfc9440": lambda h: sources.from_rfc9440(
+                h, name=self.header, chain_name=cfg.chain_header.lower(), max_bytes=limit
+            ),
+            "xfcc": lambda h: sources.from_xfcc(
+                h, name=self.header, elements=cfg.xfcc_elements, max_bytes=limit
+            ),
+            "nginx": lambda h: sources.from_nginx(
+                h,
+                name=self.header,
+                verify_name=cfg.verify_header.lower() if cfg.verify_header else None,
+                max_bytes=limit,
+            ),
+            "aws-alb": lambda h: sources.from_aws_alb(h, name=self.header, max_bytes=limit),
+            "asgi-tls": sources.from_asgi_tls,
+            "wsgi-environ": sources.from_wsgi_environ,
+        }
+        self.parse = parsers.get(self.source)
+        self.source_error: type[Exception] = sources.CertSourceError
+        self.validator: Any = None
+        if cfg.trust_anchors:
+            from ..mtls.validation import CertificateValidator
+
+            self.validator = CertificateValidator.from_files(
+                cfg.trust_anchors, cfg.intermediates, tuple(cfg.crl_files)
+            )
+        self.eidas = cfg.identity == "eidas"
+        self.require_qwac = cfg.require_qwac
+        # The same client sends the same certificate on every request: parsed certificates are
+        # kept by the exact header value (bounded), identities by thumbprint. Validation keeps
+        # its own cache, bounded by the certificates' validity.
+        self._parsed: dict[str, Any] = {}
+        self._identities: dict[str, tuple[str, frozenset[str]]] = {}
+
+    def _parse_cached(self, facts: RequestFacts) -> Any:
+        headers = facts.headers
+        key = "\n".join(headers.get_all(self.header))
+        if self.source == "rfc9440":
+            key += "\n" + "\n".join(headers.get_all("client-cert-chain"))
+        found = self._parsed.get(key)
+        if found is None and self.parse is not None:
+            found = self.parse(headers)  # CertSourceError propagates; failures are not cached
+            if found is not None:
+                if len(self._parsed) >= _MAX_CACHED:
+                    self._parsed.pop(next(iter(self._parsed)), None)
+                self._parsed[key] = found
+        return found
+
+    def _identity(self, presented: Any) -> tuple[str, frozenset[str]]:
+        found = self._identities.get(presented.thumbprint)
+        if found is None:
+            from ..mtls.eidas import IdentityRejected, psd2_identity
+
+            try:
+                identity = psd2_identity(presented.certificate, require_qwac=self.require_qwac)
+            except IdentityRejected as exc:
+                raise CertificateInvalid(exc.reason) from None
+            found = (identity.tpp_id, identity.roles)
+            if len(self._identities) >= _MAX_CACHED:
+                self._identities.pop(next(iter(self._identities)), None)
+            self._identities[presented.thumbprint] = found
+        return found
+
+    def run(self, facts: RequestFacts, state: State) -> None:
+        if self.parse is None:
+            return None
+        presented = None
+        try:
+            if self.from_header:
+                if self.header in facts.headers or (
+                    self.source == "rfc9440" and "client-cert-chain" in facts.headers
+                ):
+                    if _trusted(facts.peer, self.trusted):
+                        presented = self._parse_cached(facts)
+                    else:
+                        state.notes.append("client_cert.untrusted_header_ignored")
+            elif facts.transport is not None:
+                presented = self.parse(facts.transport)
+        except self.source_error as exc:
+            raise MalformedClientCertificate(getattr(exc, "reason", "client_cert.malformed")) from None
+        state.certificate = presented
+        op = state.operation
+        needs_certificate = op is not None and not op.public and (self.required or bool(op.roles))
+        if presented is None:
+            if needs_certificate:
+                raise CertificateRequired("client_cert.missing")
+            return None
+        if self.validator is not None:
+            from ..mtls.validation import CertificateRejected
+
+            try:
+                self.validator.validate(presented.certificate, presented.chain)
+            except CertificateRejected as exc:
+                raise CertificateInvalid(exc.reason) from None
+        if self.eidas:
+            tpp_id, roles = self._identity(presented)
+            state.tpp_id = tpp_id
+            state.roles = roles
+            state.principal = dataclasses.replace(state.principal, tpp_id=tpp_id, roles=roles)
+        if op is not None and op.roles:
+            missing = [r for r in op.roles if r not in state.roles]
+            if missing:
+                raise RoleInvalid("client_cert.role_missing", required=missing)
+        return None

@@ -1,0 +1,1 @@
+"""Mutual TLS: client certificates from the TLS terminator, certificate-bound tokens."""
