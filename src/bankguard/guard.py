@@ -169,10 +169,14 @@ class Guard:
         return f"Guard(checks={[c.name for c in self.checks]!r})"
 
     def close(self) -> None:
-        """Stop background work (key refresh threads). The guard refuses nothing after this;
-        it simply stops refreshing keys, so cached keys age out and tokens then fail closed."""
+        """Stop background work (key and CRL refresh threads). The guard refuses nothing after
+        this; it simply stops refreshing, so cached keys and CRLs age out and then fail closed."""
         if self.tokens is not None:
             close_sources(self.tokens.verifier)
+        for check in self.checks:
+            close = getattr(check, "close", None)
+            if callable(close):
+                close()
 
     def evict_token(self, token: str) -> bool:
         """Revocation hook: forget a verified (or introspected) token so its next use is checked again."""

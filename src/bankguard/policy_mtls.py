@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from ._config import Section, option, parse_file, parse_size
+from ._config import Section, option, parse_duration, parse_file, parse_size, parse_url
 from .errors import ConfigProblem, ConfigurationError
 
 CertSource = Literal["none", "asgi-tls", "wsgi-environ", "rfc9440", "xfcc", "nginx", "aws-alb"]
@@ -32,6 +32,14 @@ def _files(value: object, path: str) -> tuple[str, ...]:
     if isinstance(value, str) or not isinstance(value, (list, tuple)):
         raise Invalid(path, "expected a list of file names")
     return tuple(parse_file(v, f"{path}[{i}]") for i, v in enumerate(value))
+
+
+def _urls(value: object, path: str) -> tuple[str, ...]:
+    from ._config import Invalid
+
+    if isinstance(value, str) or not isinstance(value, (list, tuple)):
+        raise Invalid(path, "expected a list of URLs")
+    return tuple(parse_url(v, f"{path}[{i}]") for i, v in enumerate(value))
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -61,6 +69,13 @@ class ClientCertPolicy(Section):
     intermediates: str | None = option(None, parse=parse_file)
     #: CRL files (PEM or DER) checked for revocation; a CRL past its nextUpdate fails closed.
     crl_files: tuple[str, ...] = option((), parse=_files)
+    #: CRL URLs fetched in the background (never on the request path) and refreshed every
+    #: ``crl_refresh`` and before their nextUpdate; until a CRL is fetched, certificates of its
+    #: issuer fail closed (``certificate.crl_unavailable``).
+    crl_urls: tuple[str, ...] = option((), parse=_urls)
+    crl_refresh: float = option(3600.0, parse=parse_duration)
+    #: Allow ``http://`` CRL URLs (CRLs are signed, and are commonly published over http).
+    crl_insecure_http: bool = True
     #: ``eidas``: read the TPP id (organizationIdentifier) and PSD2 roles (ETSI TS 119 495).
     identity: Literal["none", "eidas"] = "none"
     #: With ``identity: eidas``, also require the QWAC QcType (web) (EIDAS-05).
@@ -78,13 +93,18 @@ class ClientCertPolicy(Section):
             )
         if self.verify_header is not None and self.source != "nginx":
             problems.append(ConfigProblem("verify_header", "only the nginx source has a verify header"))
+        if self.crl_refresh <= 0:
+            problems.append(ConfigProblem("crl_refresh", "must be more than 0 seconds"))
+        for i, url in enumerate(self.crl_urls):
+            if url.startswith("http://") and not self.crl_insecure_http:
+                problems.append(ConfigProblem(f"crl_urls[{i}]", "is http:// but crl_insecure_http is false"))
         if self.xfcc_elements < 1:
             problems.append(ConfigProblem("xfcc_elements", "must be at least 1"))
         if self.identity == "eidas" and not self.trust_anchors:
             problems.append(
                 ConfigProblem("identity", "an eIDAS identity needs trust_anchors (a validated chain)")
             )
-        if (self.intermediates or self.crl_files) and not self.trust_anchors:
+        if (self.intermediates or self.crl_files or self.crl_urls) and not self.trust_anchors:
             problems.append(ConfigProblem("trust_anchors", "intermediates and CRLs need trust_anchors"))
         if self.require_qwac and self.identity != "eidas":
             problems.append(ConfigProblem("require_qwac", "needs identity: eidas"))

@@ -24,7 +24,7 @@ from .scopes import ScopeRequirement
 class Headers:
     """Immutable, ordered header field lines with case-insensitive lookup."""
 
-    __slots__ = ("_index", "_items", "_largest", "_size")
+    __slots__ = ("_items", "_largest", "_size", "by_name")
 
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
         self._items: tuple[tuple[str, str], ...] = tuple((k.lower(), v) for k, v in items)
@@ -36,24 +36,30 @@ class Headers:
             size += line
             if line > largest:
                 largest = line
-        self._index = index
+        #: Values per lower-cased name, one per field line (read-only; do not modify).
+        self.by_name = index
         self._size = size
         self._largest = largest
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """The first value of ``name``, or ``default``."""
-        values = self._index.get(name)
+        values = self.by_name.get(name)
         return values[0] if values else default
 
     def get_all(self, name: str) -> list[str]:
         """Every value of ``name`` (one per field line), in order."""
-        return list(self._index.get(name, ()))
+        return list(self.by_name.get(name, ()))
+
+    def only(self, name: str) -> str | None:
+        """The value of ``name`` when it was sent on exactly one field line, else None."""
+        values = self.by_name.get(name)
+        return values[0] if values is not None and len(values) == 1 else None
 
     def count(self, name: str) -> int:
-        return len(self._index.get(name, ()))
+        return len(self.by_name.get(name, ()))
 
     def __contains__(self, name: object) -> bool:
-        return name in self._index
+        return name in self.by_name
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
         return iter(self._items)
@@ -62,7 +68,7 @@ class Headers:
         return len(self._items)
 
     def names(self) -> Iterable[str]:
-        return self._index.keys()
+        return self.by_name.keys()
 
     @property
     def size(self) -> int:
@@ -75,7 +81,7 @@ class Headers:
 
     def __repr__(self) -> str:
         # Values may hold credentials: never print them.
-        return f"Headers(names={sorted(self._index)!r})"
+        return f"Headers(names={sorted(self.by_name)!r})"
 
 
 #: A Content-Length with more digits than this is treated as "too large" without converting it.

@@ -18,11 +18,12 @@ is present but malformed is refused with 400 (FWD-03/04/09). Behind the source:
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
+import time
 from collections.abc import Callable
 from typing import Any
 
+from ..decision import Principal
 from ..errors import CertificateInvalid, CertificateRequired, MalformedClientCertificate, RoleInvalid
 from ..policy import Network, Policy
 from ..request import RequestFacts
@@ -77,19 +78,42 @@ class ClientCertCheck:
         self.parse = parsers.get(self.source)
         self.source_error: type[Exception] = sources.CertSourceError
         self.validator: Any = None
+        self.crl_source: Any = None
         if cfg.trust_anchors:
             from ..mtls.validation import CertificateValidator
 
             self.validator = CertificateValidator.from_files(
                 cfg.trust_anchors, cfg.intermediates, tuple(cfg.crl_files)
             )
+            if cfg.crl_urls:  # fetched in the background; file CRLs stay in force next to them
+                from ..mtls.crl import CrlSource
+                from ..mtls.validation import _load_crls
+
+                file_crls = [crl for path in cfg.crl_files for crl in _load_crls(path)]
+                validator = self.validator
+                self.crl_source = CrlSource(
+                    cfg.crl_urls,
+                    lambda url_crls: validator.update_crls([*file_crls, *url_crls]),
+                    refresh=cfg.crl_refresh,
+                    allow_http=cfg.crl_insecure_http,
+                )
         self.eidas = cfg.identity == "eidas"
         self.require_qwac = cfg.require_qwac
         # The same client sends the same certificate on every request: parsed certificates are
         # kept by the exact header value (bounded), identities by thumbprint. Validation keeps
         # its own cache, bounded by the certificates' validity.
         self._parsed: dict[str, Any] = {}
+        self._records: dict[str, tuple[Any, int, float, str | None, frozenset[str]]] = {}
+        self.chain_sensitive = self.source == "rfc9440"
+        self._peers: dict[str | None, bool] = {}
+        self._validated: dict[str, tuple[int, float]] = {}
+        self._tpp_principals: dict[str, Principal] = {}
         self._identities: dict[str, tuple[str, frozenset[str]]] = {}
+
+    def close(self) -> None:
+        """Stop the CRL refresh thread, if any."""
+        if self.crl_source is not None:
+            self.crl_source.close()
 
     def _parse_cached(self, facts: RequestFacts) -> Any:
         headers = facts.headers
@@ -120,16 +144,71 @@ class ClientCertCheck:
             self._identities[presented.thumbprint] = found
         return found
 
+    def _peer_trusted(self, peer: str | None) -> bool:
+        found = self._peers.get(peer)
+        if found is None:
+            found = _trusted(peer, self.trusted)
+            if len(self._peers) >= _MAX_CACHED:
+                self._peers.clear()
+            self._peers[peer] = found
+        return found
+
+    def _validate(self, presented: Any) -> None:
+        """Chain validation, remembered by thumbprint until the chain expires or the CRLs change."""
+        validator = self.validator
+        hit = self._validated.get(presented.thumbprint)
+        if hit is not None and hit[0] == validator.generation and hit[1] > time.time():
+            return
+        generation = validator.generation
+        chain = validator.validate(presented.certificate, presented.chain)
+        if len(self._validated) >= _MAX_CACHED:
+            self._validated.pop(next(iter(self._validated)), None)
+        self._validated[presented.thumbprint] = (generation, chain.valid_until)
+
+    def _anonymous_tpp(self, tpp_id: str, roles: frozenset[str]) -> Any:
+        found = self._tpp_principals.get(tpp_id)
+        if found is None or found.roles != roles:
+            found = Principal(tpp_id=tpp_id, roles=roles)
+            self._tpp_principals[tpp_id] = found
+        return found
+
     def run(self, facts: RequestFacts, state: State) -> None:
         if self.parse is None:
             return None
+        if self.from_header:
+            # The cached path, inline: this exact header value was fully checked before, from a
+            # trusted peer, and nothing that decided it (CRLs, the chain's validity) has changed.
+            values = facts.headers.by_name.get(self.header)
+            record = self._records.get(values[0]) if values is not None and len(values) == 1 else None
+            if (
+                record is not None
+                and self._peers.get(facts.peer)
+                and not (self.chain_sensitive and "client-cert-chain" in facts.headers)
+            ):
+                presented, generation, until, tpp_id, roles = record
+                validator = self.validator
+                if validator is None or (
+                    generation == validator.generation
+                    and until > time.time()
+                    and (self.crl_source is None or self.crl_source.complete)
+                ):
+                    state.certificate = presented
+                    if tpp_id is not None:
+                        state.tpp_id = tpp_id
+                        state.roles = roles
+                        if not state.principal.authenticated:
+                            state.principal = self._anonymous_tpp(tpp_id, roles)
+                    op = state.operation
+                    if op is not None and op.roles:
+                        self._check_roles(state)
+                    return None
         presented = None
         try:
             if self.from_header:
                 if self.header in facts.headers or (
                     self.source == "rfc9440" and "client-cert-chain" in facts.headers
                 ):
-                    if _trusted(facts.peer, self.trusted):
+                    if self._peer_trusted(facts.peer):
                         presented = self._parse_cached(facts)
                     else:
                         state.notes.append("client_cert.untrusted_header_ignored")
@@ -148,16 +227,41 @@ class ClientCertCheck:
             from ..mtls.validation import CertificateRejected
 
             try:
-                self.validator.validate(presented.certificate, presented.chain)
+                if self.crl_source is not None and not self.crl_source.complete:
+                    raise CertificateRejected("certificate.crl_unavailable", "a CRL URL was never fetched")
+                self._validate(presented)
             except CertificateRejected as exc:
                 raise CertificateInvalid(exc.reason) from None
         if self.eidas:
             tpp_id, roles = self._identity(presented)
             state.tpp_id = tpp_id
             state.roles = roles
-            state.principal = dataclasses.replace(state.principal, tpp_id=tpp_id, roles=roles)
+            if not state.principal.authenticated:  # the token control adds them to its principal
+                state.principal = self._anonymous_tpp(tpp_id, roles)
+        self._check_roles(state)
+        if self.from_header:
+            value = facts.headers.only(self.header)
+            if value is not None and "client-cert-chain" not in facts.headers:
+                self._remember(value, presented, state)
+        return None
+
+    @staticmethod
+    def _check_roles(state: State) -> None:
+        op = state.operation
         if op is not None and op.roles:
             missing = [r for r in op.roles if r not in state.roles]
             if missing:
                 raise RoleInvalid("client_cert.role_missing", required=missing)
-        return None
+
+    def _remember(self, value: str, presented: Any, state: State) -> None:
+        """Keep what a fully checked header value established, for the next identical request."""
+        if self.validator is None:
+            generation, until = 0, float("inf")
+        else:
+            hit = self._validated.get(presented.thumbprint)
+            if hit is None:
+                return
+            generation, until = hit
+        if len(self._records) >= _MAX_CACHED:
+            self._records.pop(next(iter(self._records)), None)
+        self._records[value] = (presented, generation, until, state.tpp_id, state.roles)

@@ -104,6 +104,7 @@ class TokenCheck:
         self.clock = clock
         self.introspection_policy = tokens.introspection
         self.tpp_claim = policy.client_cert.token_tpp_claim
+        self._variants: dict[tuple[Any, ...], tuple[Principal, Principal]] = {}
         #: Whether any token can be verified at all (an issuer or introspection is configured).
         self.configured = verifier is not None or introspection is not None
 
@@ -218,6 +219,20 @@ class TokenCheck:
             raise invalid_token(exc.reason) from None
         self._accept(verified, state, requirement)
 
+    def _with_transport(
+        self, principal: Principal, binding: Literal["mtls"] | None, tpp_id: str | None, roles: frozenset[str]
+    ) -> Principal:
+        """The principal with what the certificate established; built once per token and TPP."""
+        key = (id(principal), binding, tpp_id, roles)
+        hit = self._variants.get(key)
+        if hit is not None and hit[0] is principal:  # the base object is held, so its id is its own
+            return hit[1]
+        merged = dataclasses.replace(principal, binding=binding, tpp_id=tpp_id, roles=roles)
+        if self._variants and len(self._variants) >= max(1, self.cache.max_entries):
+            self._variants.pop(next(iter(self._variants)), None)
+        self._variants[key] = (principal, merged)
+        return merged
+
     def _accept(
         self,
         token: VerifiedToken,
@@ -236,8 +251,10 @@ class TokenCheck:
                 certificate = state.certificate
                 if certificate is None:
                     raise InvalidToken("token.certificate_missing")
-                if not isinstance(x5t, str) or not hmac.compare_digest(
-                    x5t.encode("ascii", "replace"), certificate.thumbprint.encode("ascii")
+                if (
+                    not isinstance(x5t, str)
+                    or not x5t.isascii()
+                    or not hmac.compare_digest(x5t, certificate.thumbprint)
                 ):
                     raise InvalidToken("token.certificate_mismatch")
                 binding = "mtls"
@@ -254,9 +271,11 @@ class TokenCheck:
         if principal is None:
             principal = _principal(token)
         if binding is not None or state.tpp_id is not None:
-            principal = dataclasses.replace(
-                principal, binding=binding, tpp_id=state.tpp_id, roles=state.roles
-            )
+            hit = self._variants.get((id(principal), binding, state.tpp_id, state.roles))
+            if hit is not None and hit[0] is principal:  # the base is held, so its id is its own
+                principal = hit[1]
+            else:
+                principal = self._with_transport(principal, binding, state.tpp_id, state.roles)
         state.principal = principal
         if requirement:
             unmet = requirement.unmet(token.scopes)

@@ -173,7 +173,8 @@ class CertificateValidator:
         self.max_entries = max_entries
         self._lock = threading.Lock()
         self._cache: dict[bytes, tuple[float, ValidatedChain | tuple[str, str]]] = {}
-        self._generation = 0
+        #: Changes whenever the CRLs change; results remembered elsewhere must be dropped then.
+        self.generation = 0
         self._revocation = _revocation(crls, (*self._anchors, *self._intermediates))
 
     @classmethod
@@ -198,7 +199,7 @@ class CertificateValidator:
         revocation = _revocation(crls, (*self._anchors, *self._intermediates))
         with self._lock:
             self._revocation = revocation
-            self._generation += 1
+            self.generation += 1
             self._cache.clear()
 
     def validate(
@@ -212,7 +213,7 @@ class CertificateValidator:
         key = digest.digest()
         with self._lock:
             found = self._cache.get(key)
-            generation, revocation = self._generation, self._revocation
+            generation, revocation = self.generation, self._revocation
         if found is not None and now < found[0]:
             if isinstance(found[1], ValidatedChain):
                 return found[1]
@@ -231,7 +232,7 @@ class CertificateValidator:
         if not self.max_entries:
             return
         with self._lock:
-            if generation != self._generation:
+            if generation != self.generation:
                 return  # CRLs changed while validating: do not cache a verdict from the old ones
             self._cache.pop(key, None)
             while len(self._cache) >= self.max_entries:
