@@ -46,6 +46,15 @@ def summarise(policy: Policy) -> str:
         f"audit              sink {sink} (logger {policy.audit.logger})",
         f"problems           type URIs under {policy.problems.type_base}",
     ]
+    c = policy.client_cert
+    if c.source != "none":
+        lines.append(
+            f"client_cert [{c.mode:7}] source {c.source}"
+            + (f" (header {c.header_name})" if c.header_name else "")
+            + (f"; chain validated against {c.trust_anchors}" if c.trust_anchors else "; no chain validation")
+            + (f"; identity {c.identity}" if c.identity != "none" else "")
+            + ("; required" if c.required else "")
+        )
     t = policy.tokens
     if not t.configured:
         lines.append("tokens             not configured (every operation must be public)")

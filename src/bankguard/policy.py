@@ -101,6 +101,8 @@ class RouteSpec(Section):
                     )
         if self.public and (self.scopes or self.any_scopes):
             problems.append(ConfigProblem("public", "a public operation cannot require scopes"))
+        if self.public and self.roles:
+            problems.append(ConfigProblem("public", "a public operation cannot require PSD2 roles"))
         for i, role in enumerate(self.roles):
             if role not in PSD2_ROLE_NAMES:
                 problems.append(

@@ -70,8 +70,8 @@ class ClientCertPolicy(Section):
     #: CRL files (PEM or DER) checked for revocation; a CRL past its nextUpdate fails closed.
     crl_files: tuple[str, ...] = option((), parse=_files)
     #: CRL URLs fetched in the background (never on the request path) and refreshed every
-    #: ``crl_refresh`` and before their nextUpdate; until a CRL is fetched, certificates of its
-    #: issuer fail closed (``certificate.crl_unavailable``).
+    #: ``crl_refresh`` and before their nextUpdate; until every URL has delivered a CRL, every
+    #: certificate is refused (``certificate.crl_unavailable``).
     crl_urls: tuple[str, ...] = option((), parse=_urls)
     crl_refresh: float = option(3600.0, parse=parse_duration)
     #: Allow ``http://`` CRL URLs (CRLs are signed, and are commonly published over http).

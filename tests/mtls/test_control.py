@@ -245,3 +245,87 @@ def test_MTLS_06_fapi2_accepts_a_certificate_bound_token(pki: TestPKI, issuer: T
     bound = issuer_ps.mint({"cnf": {"x5t#S256": thumbprint(cert.public_bytes(serialization.Encoding.DER))}})
     assert decide(guard, ("authorization", f"Bearer {bound}"), nginx_header(cert)).allowed
     assert not decide(guard, ("authorization", f"Bearer {issuer_ps.mint()}"), nginx_header(cert)).allowed
+
+
+def test_FWD_11_verify_header_is_checked_on_every_request(pki: TestPKI, issuer: TestIssuer) -> None:
+    cert, _ = pki.leaf()
+    events = EventCollector()
+    guard = Guard(policy(issuer, {"verify_header": "x-ssl-client-verify"}), sink=events)
+    token = issuer.mint({"cnf": {"x5t#S256": thumbprint(cert.public_bytes(serialization.Encoding.DER))}})
+    auth = ("authorization", f"Bearer {token}")
+    assert decide(guard, auth, nginx_header(cert), ("x-ssl-client-verify", "SUCCESS")).allowed
+    # The same certificate header again, now with a failed or missing verification: never from cache.
+    failed = decide(
+        guard, auth, nginx_header(cert), ("x-ssl-client-verify", "FAILED:certificate has expired")
+    )
+    assert not failed.allowed
+    assert events.events[-1].status == 400
+    assert not decide(guard, auth, nginx_header(cert)).allowed
+
+
+def test_EIDAS_01_cached_acceptance_ends_when_the_crl_goes_stale(
+    pki: TestPKI, issuer: TestIssuer, tmp_path: Path
+) -> None:
+    import datetime as dt
+
+    now = [dt.datetime.now(dt.timezone.utc)]
+    crl = pki.crl([], next_update=now[0] + dt.timedelta(seconds=60))
+    crl_file = tmp_path / "qtsp.crl"
+    crl_file.write_bytes(TestPKI.pem_bundle(crl))
+    roots, inter = tmp_path / "roots.pem", tmp_path / "inter.pem"
+    roots.write_bytes(TestPKI.pem_bundle(pki.root))
+    inter.write_bytes(TestPKI.pem_bundle(pki.intermediate))
+    cert, _ = pki.leaf()
+    events = EventCollector()
+    guard = Guard(
+        policy(
+            issuer,
+            {
+                "trust_anchors": str(roots),
+                "intermediates": str(inter),
+                "crl_files": [str(crl_file)],
+                "identity": "eidas",
+            },
+        ),
+        sink=events,
+    )
+    auth = ("authorization", f"Bearer {issuer.mint()}")
+    assert decide(guard, auth, nginx_header(cert)).allowed
+    check = next(c for c in guard.checks if c.name == "client_cert")
+    validator: Any = check.validator  # type: ignore[attr-defined]
+    later = now[0].timestamp() + 120
+    validator._clock = lambda: later
+    import time as time_module
+
+    real = time_module.time
+    time_module.time = lambda: later  # the control's own cache compares with wall-clock time
+    try:
+        refused = decide(guard, auth, nginx_header(cert))
+    finally:
+        time_module.time = real
+    assert not refused.allowed
+    assert events.events[-1].reason == "certificate.crl_unavailable"
+
+
+def test_roles_on_a_public_operation_are_refused_at_load(issuer: TestIssuer, anchors: dict[str, str]) -> None:
+    with pytest.raises(ConfigurationError, match="PSD2 roles"):
+        policy(
+            issuer,
+            {**anchors, "identity": "eidas"},
+            accounts={"public": True, "scopes": [], "roles": ["PSP_AI"]},
+        )
+
+
+def test_FWD_13_oversized_certificate_header_is_431(issuer: TestIssuer) -> None:
+    events = EventCollector()
+    guard = Guard(policy(issuer, {"max_header_bytes": 1024}), sink=events)
+    decision = decide(guard, ("x-ssl-client-cert", "A" * 2000))
+    assert not decision.allowed
+    assert events.events[-1].status == 431
+
+
+def test_unusable_trust_anchor_file_is_a_configuration_error(issuer: TestIssuer, tmp_path: Path) -> None:
+    bad = tmp_path / "roots.pem"
+    bad.write_text("not a certificate")
+    with pytest.raises(ConfigurationError, match="client_cert"):
+        Guard(policy(issuer, {"trust_anchors": str(bad)}))

@@ -24,7 +24,14 @@ from collections.abc import Callable
 from typing import Any
 
 from ..decision import Principal
-from ..errors import CertificateInvalid, CertificateRequired, MalformedClientCertificate, RoleInvalid
+from ..errors import (
+    CertificateInvalid,
+    CertificateRequired,
+    ConfigurationError,
+    HeaderFieldsTooLarge,
+    MalformedClientCertificate,
+    RoleInvalid,
+)
 from ..policy import Network, Policy
 from ..request import RequestFacts
 from . import State
@@ -82,9 +89,12 @@ class ClientCertCheck:
         if cfg.trust_anchors:
             from ..mtls.validation import CertificateValidator
 
-            self.validator = CertificateValidator.from_files(
-                cfg.trust_anchors, cfg.intermediates, tuple(cfg.crl_files)
-            )
+            try:
+                self.validator = CertificateValidator.from_files(
+                    cfg.trust_anchors, cfg.intermediates, tuple(cfg.crl_files)
+                )
+            except ValueError as exc:
+                raise ConfigurationError(str(exc), path="client_cert.trust_anchors") from None
             if cfg.crl_urls:  # fetched in the background; file CRLs stay in force next to them
                 from ..mtls.crl import CrlSource
                 from ..mtls.validation import _load_crls
@@ -105,6 +115,8 @@ class ClientCertCheck:
         self._parsed: dict[str, Any] = {}
         self._records: dict[str, tuple[Any, int, float, str | None, frozenset[str]]] = {}
         self.chain_sensitive = self.source == "rfc9440"
+        self.chain_header = cfg.chain_header.lower()
+        self.verify_name = cfg.verify_header.lower() if cfg.verify_header and self.source == "nginx" else None
         self._peers: dict[str | None, bool] = {}
         self._validated: dict[str, tuple[int, float]] = {}
         self._tpp_principals: dict[str, Principal] = {}
@@ -119,7 +131,9 @@ class ClientCertCheck:
         headers = facts.headers
         key = "\n".join(headers.get_all(self.header))
         if self.source == "rfc9440":
-            key += "\n" + "\n".join(headers.get_all("client-cert-chain"))
+            key += "\n" + "\n".join(headers.get_all(self.chain_header))
+        if self.verify_name is not None:
+            key += "\n" + "\n".join(headers.get_all(self.verify_name))
         found = self._parsed.get(key)
         if found is None and self.parse is not None:
             found = self.parse(headers)  # CertSourceError propagates; failures are not cached
@@ -163,7 +177,7 @@ class ClientCertCheck:
         chain = validator.validate(presented.certificate, presented.chain)
         if len(self._validated) >= _MAX_CACHED:
             self._validated.pop(next(iter(self._validated)), None)
-        self._validated[presented.thumbprint] = (generation, chain.valid_until)
+        self._validated[presented.thumbprint] = (generation, min(chain.valid_until, chain.recheck_at))
 
     def _anonymous_tpp(self, tpp_id: str, roles: frozenset[str]) -> Any:
         found = self._tpp_principals.get(tpp_id)
@@ -183,7 +197,8 @@ class ClientCertCheck:
             if (
                 record is not None
                 and self._peers.get(facts.peer)
-                and not (self.chain_sensitive and "client-cert-chain" in facts.headers)
+                and not (self.chain_sensitive and self.chain_header in facts.headers)
+                and (self.verify_name is None or facts.headers.only(self.verify_name) == "SUCCESS")
             ):
                 presented, generation, until, tpp_id, roles = record
                 validator = self.validator
@@ -206,7 +221,7 @@ class ClientCertCheck:
         try:
             if self.from_header:
                 if self.header in facts.headers or (
-                    self.source == "rfc9440" and "client-cert-chain" in facts.headers
+                    self.source == "rfc9440" and self.chain_header in facts.headers
                 ):
                     if self._peer_trusted(facts.peer):
                         presented = self._parse_cached(facts)
@@ -215,7 +230,10 @@ class ClientCertCheck:
             elif facts.transport is not None:
                 presented = self.parse(facts.transport)
         except self.source_error as exc:
-            raise MalformedClientCertificate(getattr(exc, "reason", "client_cert.malformed")) from None
+            reason = getattr(exc, "reason", "client_cert.malformed")
+            if reason == "client_cert.too_large":
+                raise HeaderFieldsTooLarge(reason) from None  # FWD-13: 431
+            raise MalformedClientCertificate(reason) from None
         state.certificate = presented
         op = state.operation
         needs_certificate = op is not None and not op.public and (self.required or bool(op.roles))
@@ -241,7 +259,8 @@ class ClientCertCheck:
         self._check_roles(state)
         if self.from_header:
             value = facts.headers.only(self.header)
-            if value is not None and "client-cert-chain" not in facts.headers:
+            verified = self.verify_name is None or facts.headers.only(self.verify_name) == "SUCCESS"
+            if value is not None and verified and self.chain_header not in facts.headers:
                 self._remember(value, presented, state)
         return None
 

@@ -245,8 +245,8 @@ class TokenCheck:
         if cnf is not None:
             if "jkt" in cnf:
                 raise InvalidToken("token.dpop_bound_presented_as_bearer")  # RFC 9449 §7.2
-            x5t = cnf.get("x5t#S256")
-            if x5t is not None:
+            if "x5t#S256" in cnf:
+                x5t = cnf["x5t#S256"]
                 # RFC 8705 §3: the token is bound to the certificate the client presented.
                 certificate = state.certificate
                 if certificate is None:

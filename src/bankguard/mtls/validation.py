@@ -77,6 +77,8 @@ class ValidatedChain:
     chain: tuple[x509.Certificate, ...]
     valid_until: float
     """Earliest ``notAfter`` in the chain, epoch seconds."""
+    recheck_at: float = float("inf")
+    """When the result must be computed again: ``valid_until`` or the next CRL update used."""
 
 
 def _require_client_auth(policy: Policy, cert: x509.Certificate, eku: x509.ExtendedKeyUsage) -> None:
@@ -265,7 +267,7 @@ class CertificateValidator:
             raise CertificateRejected("certificate.untrusted", str(exc)) from None
         valid_until = min(_timestamp(cert.not_valid_after_utc) for cert in chain)
         expires = min(valid_until, _check_revocation(chain, revocation, now))
-        return ValidatedChain(leaf=leaf, chain=chain, valid_until=valid_until), expires
+        return ValidatedChain(leaf=leaf, chain=chain, valid_until=valid_until, recheck_at=expires), expires
 
 
 def _check_revocation(chain: Sequence[x509.Certificate], revocation: _Revocation, now: float) -> float:
