@@ -35,7 +35,7 @@ from .controls.interaction import resolve as resolve_interaction_id
 from .controls.request import RequestCheck
 from .controls.routes import RouteCheck
 from .controls.tokens import TokenCheck
-from .decision import Decision, SecurityContext
+from .decision import Decision, Principal, SecurityContext
 from .errors import Denied, InternalFault
 from .policy import Network, Policy
 from .problem import ProblemRenderer, ProblemResponse, Scheme
@@ -240,15 +240,18 @@ class Guard:
         reports: list[Denied],
         started: float,
     ) -> Decision:
+        principal = state.principal
+        if state.tpp_id is not None and principal.tpp_id is None:
+            # A request without a token: the principal is the TPP its certificate identifies.
+            principal = Principal(tpp_id=state.tpp_id, roles=state.roles)
         context = SecurityContext(
-            principal=state.principal,
+            principal=principal,
             operation=state.operation,
             interaction_id=state.interaction_id,
             path_params=state.path_params,
             guard=self,
         )
         first = denial or (reports[0] if reports else None)
-        principal = state.principal
         event = AuditEvent(
             time=_now(),
             outcome="deny" if denial else ("report" if reports else "allow"),

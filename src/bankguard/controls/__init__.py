@@ -52,6 +52,9 @@ class State:
     roles: frozenset[str] = frozenset()
     #: Observations that did not block (an untrusted forwarded header ignored, ...).
     notes: list[str] = field(default_factory=list)
+    #: Principals already merged with this certificate's identity, by id of the token's principal
+    #: (kept with the certificate's cached record; see the token control).
+    variants: dict[int, Any] | None = None
 
 
 class Check(Protocol):

@@ -23,7 +23,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ..decision import Principal
 from ..errors import (
     CertificateInvalid,
     CertificateRequired,
@@ -113,13 +112,12 @@ class ClientCertCheck:
         # kept by the exact header value (bounded), identities by thumbprint. Validation keeps
         # its own cache, bounded by the certificates' validity.
         self._parsed: dict[str, Any] = {}
-        self._records: dict[str, tuple[Any, int, float, str | None, frozenset[str]]] = {}
+        self._records: dict[str, tuple[Any, int, float, str | None, frozenset[str], dict[int, Any]]] = {}
         self.chain_sensitive = self.source == "rfc9440"
         self.chain_header = cfg.chain_header.lower()
         self.verify_name = cfg.verify_header.lower() if cfg.verify_header and self.source == "nginx" else None
         self._peers: dict[str | None, bool] = {}
         self._validated: dict[str, tuple[int, float]] = {}
-        self._tpp_principals: dict[str, Principal] = {}
         self._identities: dict[str, tuple[str, frozenset[str]]] = {}
 
     def close(self) -> None:
@@ -179,13 +177,6 @@ class ClientCertCheck:
             self._validated.pop(next(iter(self._validated)), None)
         self._validated[presented.thumbprint] = (generation, min(chain.valid_until, chain.recheck_at))
 
-    def _anonymous_tpp(self, tpp_id: str, roles: frozenset[str]) -> Any:
-        found = self._tpp_principals.get(tpp_id)
-        if found is None or found.roles != roles:
-            found = Principal(tpp_id=tpp_id, roles=roles)
-            self._tpp_principals[tpp_id] = found
-        return found
-
     def run(self, facts: RequestFacts, state: State) -> None:
         if self.parse is None:
             return None
@@ -200,7 +191,7 @@ class ClientCertCheck:
                 and not (self.chain_sensitive and self.chain_header in facts.headers)
                 and (self.verify_name is None or facts.headers.only(self.verify_name) == "SUCCESS")
             ):
-                presented, generation, until, tpp_id, roles = record
+                presented, generation, until, tpp_id, roles, variants = record
                 validator = self.validator
                 if validator is None or (
                     generation == validator.generation
@@ -208,11 +199,10 @@ class ClientCertCheck:
                     and (self.crl_source is None or self.crl_source.complete)
                 ):
                     state.certificate = presented
+                    state.variants = variants
                     if tpp_id is not None:
                         state.tpp_id = tpp_id
                         state.roles = roles
-                        if not state.principal.authenticated:
-                            state.principal = self._anonymous_tpp(tpp_id, roles)
                     op = state.operation
                     if op is not None and op.roles:
                         self._check_roles(state)
@@ -253,9 +243,7 @@ class ClientCertCheck:
         if self.eidas:
             tpp_id, roles = self._identity(presented)
             state.tpp_id = tpp_id
-            state.roles = roles
-            if not state.principal.authenticated:  # the token control adds them to its principal
-                state.principal = self._anonymous_tpp(tpp_id, roles)
+            state.roles = roles  # the token control, or the guard for tokenless requests, adds them
         self._check_roles(state)
         if self.from_header:
             value = facts.headers.only(self.header)
@@ -283,4 +271,4 @@ class ClientCertCheck:
             generation, until = hit
         if len(self._records) >= _MAX_CACHED:
             self._records.pop(next(iter(self._records)), None)
-        self._records[value] = (presented, generation, until, state.tpp_id, state.roles)
+        self._records[value] = (presented, generation, until, state.tpp_id, state.roles, {})

@@ -240,24 +240,22 @@ class TokenCheck:
         requirement: ScopeRequirement | None,
         principal: Principal | None = None,
     ) -> None:
-        cnf = token.cnf
         binding: Literal["mtls"] | None = None
-        if cnf is not None:
-            if "jkt" in cnf:
-                raise InvalidToken("token.dpop_bound_presented_as_bearer")  # RFC 9449 §7.2
-            if "x5t#S256" in cnf:
-                x5t = cnf["x5t#S256"]
-                # RFC 8705 §3: the token is bound to the certificate the client presented.
-                certificate = state.certificate
-                if certificate is None:
-                    raise InvalidToken("token.certificate_missing")
-                if (
-                    not isinstance(x5t, str)
-                    or not x5t.isascii()
-                    or not hmac.compare_digest(x5t, certificate.thumbprint)
-                ):
-                    raise InvalidToken("token.certificate_mismatch")
-                binding = "mtls"
+        if token.has_jkt:
+            raise InvalidToken("token.dpop_bound_presented_as_bearer")  # RFC 9449 §7.2
+        if token.has_x5t:
+            # RFC 8705 §3: the token is bound to the certificate the client presented.
+            certificate = state.certificate
+            if certificate is None:
+                raise InvalidToken("token.certificate_missing")
+            x5t = token.x5t
+            if (
+                not isinstance(x5t, str)
+                or not x5t.isascii()
+                or not hmac.compare_digest(x5t, certificate.thumbprint)
+            ):
+                raise InvalidToken("token.certificate_mismatch")
+            binding = "mtls"
         if self.require_binding and binding is None:
             # Only the confirmation methods bankguard verifies count (RFC 8705 §3.1, RFC 9449 §6);
             # any other cnf member (x5t, jwk, kid...) binds nothing here.
@@ -271,11 +269,17 @@ class TokenCheck:
         if principal is None:
             principal = _principal(token)
         if binding is not None or state.tpp_id is not None:
-            hit = self._variants.get((id(principal), binding, state.tpp_id, state.roles))
-            if hit is not None and hit[0] is principal:  # the base is held, so its id is its own
-                principal = hit[1]
+            # Merged principals are kept with the certificate's record (one TPP identity per
+            # record), by id of the token's principal, which the entry holds so the id stays its own.
+            variants = state.variants
+            hit = variants.get(id(principal)) if variants is not None else None
+            if hit is not None and hit[0] is principal and hit[1] == binding:
+                principal = hit[2]
             else:
-                principal = self._with_transport(principal, binding, state.tpp_id, state.roles)
+                base = principal
+                principal = self._with_transport(base, binding, state.tpp_id, state.roles)
+                if variants is not None and len(variants) < 64:
+                    variants[id(base)] = (base, binding, principal)
         state.principal = principal
         if requirement:
             unmet = requirement.unmet(token.scopes)

@@ -76,6 +76,17 @@ class VerifiedToken:
     expires_at: float | None
     cnf: Mapping[str, Any] | None
     source: Literal["jwt", "introspection"]
+    #: ``cnf`` read once: whether ``jkt`` / ``x5t#S256`` are present, and the latter's value.
+    has_jkt: bool = False
+    has_x5t: bool = False
+    x5t: Any = None
+
+    def __post_init__(self) -> None:
+        cnf = self.cnf
+        if cnf is not None:
+            self.has_jkt = "jkt" in cnf
+            self.has_x5t = "x5t#S256" in cnf
+            self.x5t = cnf.get("x5t#S256")
 
     def __repr__(self) -> str:
         return f"VerifiedToken(issuer={self.issuer!r}, client_id={self.client_id!r}, source={self.source!r})"
