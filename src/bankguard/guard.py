@@ -27,7 +27,7 @@ from collections.abc import Callable, Generator, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
-from .audit import AuditEvent, Sink, emit, resolve_sink
+from .audit import AuditEvent, Outcome, Sink, emit, resolve_sink
 from .controls import Check, State
 from .controls.auth import AuthCheck
 from .controls.interaction import InteractionIdCheck
@@ -327,12 +327,22 @@ class Guard:
     ) -> ProblemResponse:
         """Audit and render a refusal raised after the decision, inside the application
         (``require_scopes`` checked at call time, ``Security(bearer, scopes=...)``)."""
+        self._late_event(context, denial, "deny", method, path)
+        return self.renderer.render(denial, context.interaction_id, head=method == "HEAD")
+
+    def late_report(self, context: SecurityContext, denial: Denied) -> None:
+        """Audit a call-time refusal of a control in report mode (recorded, not enforced)."""
+        self._late_event(context, denial, "report", "", "")
+
+    def _late_event(
+        self, context: SecurityContext, denial: Denied, outcome: Outcome, method: str, path: str
+    ) -> None:
         principal = context.principal
         emit(
             self.sink,
             AuditEvent(
                 time=_now(),
-                outcome="deny",
+                outcome=outcome,
                 status=denial.status,
                 control=denial.control or "scopes",
                 reason=denial.reason,
@@ -346,28 +356,6 @@ class Guard:
                 client_id=principal.client_id,
                 tpp_id=principal.tpp_id,
                 subject=principal.subject,
-            ),
-        )
-        return self.renderer.render(denial, context.interaction_id, head=method == "HEAD")
-
-    def late_report(self, context: SecurityContext, denial: Denied) -> None:
-        """Audit a call-time refusal of a control in report mode (recorded, not enforced)."""
-        emit(
-            self.sink,
-            AuditEvent(
-                time=_now(),
-                outcome="report",
-                status=denial.status,
-                control=denial.control or "scopes",
-                reason=denial.reason,
-                interaction_id=context.interaction_id,
-                interaction_id_generated=False,
-                method="",
-                path="",
-                operation=context.operation.id if context.operation else None,
-                peer=None,
-                client_address=None,
-                client_id=context.principal.client_id,
             ),
         )
 
