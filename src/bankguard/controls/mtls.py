@@ -119,6 +119,46 @@ class ClientCertCheck:
         self._peers: dict[str | None, bool] = {}
         self._validated: dict[str, tuple[int, float]] = {}
         self._identities: dict[str, tuple[str, frozenset[str]]] = {}
+        self._cached = self._cached_path()
+
+    def _cached_path(self) -> Callable[[RequestFacts, State], bool]:
+        """The cached path, as a closure over what it reads (it runs on every request): this
+        exact header value was fully checked before, from a trusted peer, and nothing that
+        decided it (CRLs, the chain's validity, the proxy's verification) has changed."""
+        records_get, peers_get = self._records.get, self._peers.get
+        header, chain_header, verify_name = self.header, self.chain_header, self.verify_name
+        chain_sensitive, validator, crl_source = self.chain_sensitive, self.validator, self.crl_source
+        check_roles = self._check_roles
+
+        def cached(facts: RequestFacts, state: State) -> bool:
+            values = facts.headers.by_name.get(header)
+            if values is None or len(values) != 1:
+                return False
+            record = records_get(values[0])
+            if record is None or not peers_get(facts.peer):
+                return False
+            if chain_sensitive and chain_header in facts.headers:
+                return False
+            if verify_name is not None and facts.headers.only(verify_name) != "SUCCESS":
+                return False
+            presented, generation, until, tpp_id, roles, variants = record
+            if validator is not None and (
+                generation != validator.generation
+                or until <= time.time()
+                or (crl_source is not None and not crl_source.complete)
+            ):
+                return False
+            state.certificate = presented
+            state.variants = variants
+            if tpp_id is not None:
+                state.tpp_id = tpp_id
+                state.roles = roles
+            op = state.operation
+            if op is not None and op.roles:
+                check_roles(state)
+            return True
+
+        return cached
 
     def close(self) -> None:
         """Stop the CRL refresh thread, if any."""
@@ -180,33 +220,8 @@ class ClientCertCheck:
     def run(self, facts: RequestFacts, state: State) -> None:
         if self.parse is None:
             return None
-        if self.from_header:
-            # The cached path, inline: this exact header value was fully checked before, from a
-            # trusted peer, and nothing that decided it (CRLs, the chain's validity) has changed.
-            values = facts.headers.by_name.get(self.header)
-            record = self._records.get(values[0]) if values is not None and len(values) == 1 else None
-            if (
-                record is not None
-                and self._peers.get(facts.peer)
-                and not (self.chain_sensitive and self.chain_header in facts.headers)
-                and (self.verify_name is None or facts.headers.only(self.verify_name) == "SUCCESS")
-            ):
-                presented, generation, until, tpp_id, roles, variants = record
-                validator = self.validator
-                if validator is None or (
-                    generation == validator.generation
-                    and until > time.time()
-                    and (self.crl_source is None or self.crl_source.complete)
-                ):
-                    state.certificate = presented
-                    state.variants = variants
-                    if tpp_id is not None:
-                        state.tpp_id = tpp_id
-                        state.roles = roles
-                    op = state.operation
-                    if op is not None and op.roles:
-                        self._check_roles(state)
-                    return None
+        if self.from_header and self._cached(facts, state):
+            return None
         presented = None
         try:
             if self.from_header:
