@@ -329,3 +329,22 @@ def test_unusable_trust_anchor_file_is_a_configuration_error(issuer: TestIssuer,
     bad.write_text("not a certificate")
     with pytest.raises(ConfigurationError, match="client_cert"):
         Guard(policy(issuer, {"trust_anchors": str(bad)}))
+
+
+def test_MTLS_01_remembered_pairs_never_cross_certificates(pki: TestPKI, issuer: TestIssuer) -> None:
+    cert_a, _ = pki.leaf("a.example")
+    cert_b, _ = pki.leaf("b.example")
+    events = EventCollector()
+    guard = Guard(policy(issuer, {}), sink=events)
+
+    def bound(cert: x509.Certificate) -> str:
+        return issuer.mint({"cnf": {"x5t#S256": thumbprint(cert.public_bytes(serialization.Encoding.DER))}})
+
+    token_a, token_b = bound(cert_a), bound(cert_b)
+    for _ in range(3):  # accepted, and remembered for the (token, certificate) pair
+        assert decide(guard, ("authorization", f"Bearer {token_a}"), nginx_header(cert_a)).allowed
+        assert decide(guard, ("authorization", f"Bearer {token_b}"), nginx_header(cert_b)).allowed
+    for token, cert in ((token_a, cert_b), (token_b, cert_a)):
+        refused = decide(guard, ("authorization", f"Bearer {token}"), nginx_header(cert))
+        assert not refused.allowed
+        assert events.events[-1].reason == "token.certificate_mismatch"

@@ -240,6 +240,16 @@ class TokenCheck:
         requirement: ScopeRequirement | None,
         principal: Principal | None = None,
     ) -> None:
+        variants = state.variants
+        if variants is not None and principal is not None:
+            # This token was accepted before together with this very certificate record (the
+            # entry exists only after every check below passed for the pair): reuse the result.
+            hit = variants.get(id(principal))
+            if hit is not None and hit[0] is principal:
+                state.principal = hit[2]
+                if requirement and (unmet := requirement.unmet(token.scopes)):
+                    raise InsufficientScope("scope.insufficient", required=unmet)
+                return
         binding: Literal["mtls"] | None = None
         if token.has_jkt:
             raise InvalidToken("token.dpop_bound_presented_as_bearer")  # RFC 9449 §7.2
@@ -271,15 +281,10 @@ class TokenCheck:
         if binding is not None or state.tpp_id is not None:
             # Merged principals are kept with the certificate's record (one TPP identity per
             # record), by id of the token's principal, which the entry holds so the id stays its own.
-            variants = state.variants
-            hit = variants.get(id(principal)) if variants is not None else None
-            if hit is not None and hit[0] is principal and hit[1] == binding:
-                principal = hit[2]
-            else:
-                base = principal
-                principal = self._with_transport(base, binding, state.tpp_id, state.roles)
-                if variants is not None and len(variants) < 64:
-                    variants[id(base)] = (base, binding, principal)
+            base = principal
+            principal = self._with_transport(base, binding, state.tpp_id, state.roles)
+            if variants is not None and len(variants) < 64:
+                variants[id(base)] = (base, binding, principal)
         state.principal = principal
         if requirement:
             unmet = requirement.unmet(token.scopes)
