@@ -155,6 +155,16 @@ class RoutesPolicy(Section):
         seen: dict[tuple[str, str], int] = {}
         ids: dict[str, int] = {}
         problems = []
+        gets = {_PARAM.sub("{}", op.path) for op in self.operations if op.method == "GET"}
+        for i, op in enumerate(self.operations):
+            if op.method == "HEAD" and _PARAM.sub("{}", op.path) in gets:
+                problems.append(
+                    ConfigProblem(
+                        f"operations[{i}]",
+                        "HEAD is served with the rules of the GET declared on the same path; "
+                        "remove this HEAD declaration (RFC 9110 §9.3.2)",
+                    )
+                )
         for i, op in enumerate(self.operations):
             key = (op.method, _PARAM.sub("{}", op.path))
             if key in seen:

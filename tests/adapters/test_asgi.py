@@ -420,7 +420,17 @@ def test_OWASP_18_parameter_that_only_resembles_method_is_allowed(
     assert len(app.calls) == 1
 
 
-@pytest.mark.parametrize("method", ["OPTIONS", "TRACE", "DELETE", "get", "PATCH"])
+def test_OWASP_18_lower_case_method_is_refused(
+    mw: BankGuardMiddleware, app: RecordingASGIApp, events: EventCollector
+) -> None:
+    # Some servers upper-case methods before routing: "get" must not reach GET undeclared.
+    response = asgi_request(mw, "get", "/accounts")
+    assert_problem(response, 400)
+    assert app.calls == []
+    assert last_event(events).reason == "request.method_not_upper_case"
+
+
+@pytest.mark.parametrize("method", ["OPTIONS", "TRACE", "DELETE", "PATCH"])
 def test_OWASP_18_undeclared_methods_on_a_declared_path_are_405(
     mw: BankGuardMiddleware, app: RecordingASGIApp, method: str
 ) -> None:

@@ -387,7 +387,7 @@ def test_OWASP_18_method_override_query_parameter_is_400(
     assert app.calls == []
 
 
-@pytest.mark.parametrize("method", ["OPTIONS", "TRACE", "DELETE", "get"])
+@pytest.mark.parametrize("method", ["OPTIONS", "TRACE", "DELETE"])
 def test_OWASP_18_undeclared_methods_on_a_declared_path_are_405(
     mw: BankGuardWSGI, app: RecordingWSGIApp, method: str
 ) -> None:
@@ -776,3 +776,14 @@ def test_protect_twice_is_refused(kind: str) -> None:
         target = BankGuardWSGI(flask_app.wsgi_app, make_policy())
     with pytest.raises(ValueError, match="already protected"):
         protect(target, make_policy())
+
+
+def test_OWASP_18_lower_case_method_is_refused_under_wsgi() -> None:
+    # werkzeug upper-cases REQUEST_METHOD before routing: "get" must not reach GET undeclared.
+    events = EventCollector()
+    app = RecordingWSGIApp()
+    wsgi = BankGuardWSGI(app, guard=Guard(make_policy(routes={"undeclared": "allow"}), sink=events))
+    response = wsgi_request(wsgi, "get", "/accounts")
+    assert response.status == 400
+    assert app.calls == []
+    assert events.events[-1].reason == "request.method_not_upper_case"

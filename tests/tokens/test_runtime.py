@@ -247,8 +247,10 @@ def test_report_mode_records_call_time_refusals_without_blocking() -> None:
             "/payments", headers={"authorization": f"Bearer {issuer.mint(scope='accounts')}"}
         )
     assert response.status_code == 200
+    # Wrapped directly, the middleware still resolves the route: the decision records the refusal
+    # without enforcing it, and so does the call-time check inside the application.
     assert [(e.outcome, e.reason) for e in events.events] == [
-        ("allow", None),
+        ("report", "scope.insufficient"),
         ("report", "scope.insufficient"),
     ]
 
@@ -318,3 +320,23 @@ def test_JWT_20_null_required_claim_counts_as_missing() -> None:
     decision = guard.decide(make_facts("GET", "/x", headers=[("authorization", f"Bearer {token}")]))
     assert not decision.allowed
     assert events.events[-1].reason == "token.claim_missing:sub"
+
+
+def test_JWKS_06_withdrawn_key_stops_cached_tokens_at_once(key_server: KeyServer) -> None:
+    old, new = TestIssuer(kid="k1"), TestIssuer(kid="k2")
+    key_server.document = old.jwks()
+    events = EventCollector()
+    guard = Guard(remote_policy(key_server.url, old), sink=events)
+    try:
+        token = old.mint()
+        facts = make_facts("GET", "/accounts", headers=[("authorization", f"Bearer {token}")])
+        assert guard.decide(facts).allowed  # verified and cached
+        key_server.document = new.jwks()  # k1 withdrawn
+        assert guard.tokens is not None
+        source = guard.tokens.verifier.issuers[old.issuer].keys  # type: ignore[union-attr]
+        assert source.refresh_unknown_kid() is True  # the key set changed: listeners ran
+        refused = guard.decide(facts)
+        assert not refused.allowed
+        assert events.events[-1].reason == "token.kid_unknown"
+    finally:
+        guard.close()

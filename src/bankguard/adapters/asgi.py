@@ -166,7 +166,13 @@ class BankGuardMiddleware:
 
 
 def _app_level(app: object) -> Callable[[Scope], ScopeRequirement | None] | None:
-    """A requirement declared on the application object itself applies to every request."""
+    """The resolver for an application wrapped directly: Starlette's routes when the app has
+    them (so ``require_scopes`` on endpoints is seen, as with ``protect()``), else a
+    requirement declared on the application object itself, for every request."""
+    if hasattr(app, "routes") and hasattr(app, "router"):
+        from ..integrations.starlette import scope_resolver
+
+        return scope_resolver(app)
     declared = requirement_of(app)
     return None if declared is None else (lambda scope: declared)
 

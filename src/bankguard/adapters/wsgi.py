@@ -105,8 +105,15 @@ class BankGuardWSGI:
             raise TypeError("pass exactly one of policy or guard")
         self.app = app
         self.guard = guard if guard is not None else Guard(policy)  # type: ignore[arg-type]
-        #: Finds the scopes the application declared for a request (``require_scopes``).
+        #: Finds the scopes the application declared for a request (``require_scopes``): Flask's
+        #: URL map when ``app`` is a Flask application's ``wsgi_app``, as with ``protect()``.
         declared = requirement_of(app)
+        flask_app = getattr(app, "__self__", None)
+        if resolver is None and flask_app is not None and hasattr(flask_app, "url_map"):
+            from ..integrations.flask import install_error_handler, scope_resolver
+
+            resolver = scope_resolver(flask_app)
+            install_error_handler(flask_app)
         self.resolver = (
             resolver if resolver is not None else (None if declared is None else lambda e: declared)
         )

@@ -81,6 +81,11 @@ class RequestCheck:
             raise MalformedRequest(f"request.{facts.framing_error}")
         if facts.body_too_large:
             raise PayloadTooLarge("request.body_too_large")
+        if not facts.method.isupper():
+            # Methods are case-sensitive (RFC 9110 §9.1) but some servers upper-case them before
+            # routing; a lower-case method could then reach an operation declared in upper case
+            # without its checks. Every registered method is upper case.
+            raise MalformedRequest("request.method_not_upper_case", detail="The request method is malformed.")
         self._check_path(facts)
         for name in OVERRIDE_HEADERS:
             if name in headers:

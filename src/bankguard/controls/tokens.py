@@ -107,6 +107,16 @@ class TokenCheck:
         self._variants: dict[tuple[Any, ...], tuple[Principal, Principal]] = {}
         #: Whether any token can be verified at all (an issuer or introspection is configured).
         self.configured = verifier is not None or introspection is not None
+        if verifier is not None:
+            for rules in verifier.issuers.values():
+                listeners = getattr(rules.keys, "listeners", None)
+                if isinstance(listeners, list):
+                    listeners.append(self.forget_verified)
+
+    def forget_verified(self) -> None:
+        """Drop every verified token (the issuer's keys changed or went stale; JWKS-05/06)."""
+        self.cache.clear()
+        self._variants.clear()
 
     def run(self, facts: RequestFacts, state: State) -> StoreFlow | None:
         op = state.operation

@@ -13,7 +13,7 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Match, Mount
+from starlette.routing import Host, Match, Mount
 
 from ..context import get_context
 from ..errors import Denied
@@ -70,7 +70,7 @@ def scope_resolver(app: Any) -> Callable[[Scope], ScopeRequirement | None]:
             match, child = route.matches(scope)
             if match is not Match.FULL:
                 continue
-            if isinstance(route, Mount):
+            if isinstance(route, (Mount, Host)):
                 mounted = _merge(requirement_of(route), requirement_of(route.app))
                 inner = getattr(route, "routes", None)
                 if not inner:

@@ -113,6 +113,9 @@ class RemoteKeySource:
         self._failures, self._stale_alarm = 0, False
         self._last_forced: float | None = None
         self._in_flight, self._generation, self._result = False, 0, False  # single-flight state
+        #: Called (from the refresh thread) when the keys change or go stale; the token control
+        #: empties its verified-token cache then, so withdrawn keys stop verifying at once.
+        self.listeners: list[Callable[[], None]] = []
         self._started = self._closed = False
         self._pid = os.getpid()
         self._cond = threading.Condition()
@@ -309,7 +312,17 @@ class RemoteKeySource:
         self._next_at = now + max(ttl - min(ttl / 10, 60.0), _MIN_BACKOFF)
         if not keys:
             log.warning("jwks: %s: the key set holds no usable key", self.issuer)
-        return old is None or old[1] != fingerprint
+        changed = old is None or old[1] != fingerprint
+        if changed and old is not None:
+            self._notify()  # keys added or withdrawn: what was verified with the old set is re-checked
+        return changed
+
+    def _notify(self) -> None:
+        for listener in list(self.listeners):
+            try:
+                listener()
+            except Exception:
+                log.exception("jwks: a key-change listener failed")
 
     def _failed(self, reason: str) -> None:
         p = self._policy
@@ -325,6 +338,7 @@ class RemoteKeySource:
                 log.error(
                     "jwks: keys of %s are stale beyond max_stale (%s); failing closed", self.issuer, reason
                 )
+                self._notify()
         else:
             log.warning("jwks: refreshing the keys of %s failed: %s", self.issuer, reason)
 
