@@ -866,3 +866,36 @@ def test_result_is_read_only(mock_as: MockAS) -> None:
     assert result.claims["aud"] == ("a", "b")
     with pytest.raises(FrozenInstanceError):
         result.active = False  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("token_type", "allowed"),
+    [
+        pytest.param("Bearer", True, id="bearer"),
+        pytest.param("DPoP", False, id="dpop"),
+        pytest.param(None, True, id="absent"),
+    ],
+)
+def test_DPOP_16_introspected_dpop_token_presented_as_bearer_is_refused(
+    mock_as: MockAS, token_type: str | None, allowed: bool
+) -> None:
+    from bankguard import EventCollector, Guard, Policy
+    from bankguard.testing import make_facts
+
+    claims: dict[str, Any] = {"active": True, "exp": 4102444800, "scope": "accounts", "client_id": "c"}
+    if token_type is not None:
+        claims["token_type"] = token_type
+    mock_as.body = answer(**claims)
+    intro = make_policy(mock_as)
+    policy = Policy(
+        tokens={"introspection": intro},  # type: ignore[arg-type]
+        routes={"operations": [{"method": "GET", "path": "/accounts"}]},  # type: ignore[arg-type]
+    )
+    events = EventCollector()
+    guard = Guard(policy, sink=events)
+    decision = guard.decide(
+        make_facts("GET", "/accounts", headers=[("authorization", "Bearer opaque-token-1")])
+    )
+    assert decision.allowed is allowed
+    if not allowed:
+        assert events.events[-1].reason == "token.dpop_bound_presented_as_bearer"

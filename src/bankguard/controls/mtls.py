@@ -111,7 +111,7 @@ class ClientCertCheck:
         # The same client sends the same certificate on every request: parsed certificates are
         # kept by the exact header value (bounded), identities by thumbprint. Validation keeps
         # its own cache, bounded by the certificates' validity.
-        self._parsed: dict[str, Any] = {}
+        self._parsed: dict[tuple[tuple[str, ...], ...], Any] = {}
         self._records: dict[str, tuple[Any, int, float, str | None, frozenset[str], dict[int, Any]]] = {}
         self.chain_sensitive = self.source == "rfc9440"
         self.chain_header = cfg.chain_header.lower()
@@ -167,11 +167,12 @@ class ClientCertCheck:
 
     def _parse_cached(self, facts: RequestFacts) -> Any:
         headers = facts.headers
-        key = "\n".join(headers.get_all(self.header))
-        if self.source == "rfc9440":
-            key += "\n" + "\n".join(headers.get_all(self.chain_header))
-        if self.verify_name is not None:
-            key += "\n" + "\n".join(headers.get_all(self.verify_name))
+        # Each header's lines kept apart, so no two different requests share a key.
+        key = (
+            tuple(headers.get_all(self.header)),
+            tuple(headers.get_all(self.chain_header)) if self.source == "rfc9440" else (),
+            tuple(headers.get_all(self.verify_name)) if self.verify_name is not None else (),
+        )
         found = self._parsed.get(key)
         if found is None and self.parse is not None:
             found = self.parse(headers)  # CertSourceError propagates; failures are not cached

@@ -210,6 +210,9 @@ class TokenCheck:
             raise result
         if not result.active:
             raise InvalidToken("token.inactive")
+        token_type = result.claims.get("token_type")
+        if isinstance(token_type, str) and token_type.lower() == "dpop":
+            raise InvalidToken("token.dpop_bound_presented_as_bearer")  # RFC 9449 §6.2 (DPOP-16)
         reason = check_claims(result, policy, self.clock(), self.leeway)
         if reason is not None:
             raise InvalidToken(f"token.{reason}")
