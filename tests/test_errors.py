@@ -21,6 +21,7 @@ from bankguard.errors import (
     HeaderFieldsTooLarge,
     InsufficientScope,
     InternalFault,
+    InvalidDPoPProof,
     InvalidInteractionId,
     InvalidRequest,
     InvalidToken,
@@ -34,6 +35,7 @@ from bankguard.errors import (
     ServiceUnavailable,
     TooManyRequests,
     UriTooLong,
+    UseDPoPNonce,
 )
 
 
@@ -60,6 +62,10 @@ TABLE = [
     pytest.param(InvalidRequest, 400, "invalid_request", True, "invalid-request", id="E6-InvalidRequest"),
     pytest.param(AuthenticationRequired, 401, None, True, "authentication-required", id="E1-AuthRequired"),
     pytest.param(InvalidToken, 401, "invalid_token", True, "invalid-token", id="E2-InvalidToken"),
+    pytest.param(
+        InvalidDPoPProof, 401, "invalid_dpop_proof", True, "invalid-dpop-proof", id="E3-InvalidDPoPProof"
+    ),
+    pytest.param(UseDPoPNonce, 401, "use_dpop_nonce", True, "use-dpop-nonce", id="E4-UseDPoPNonce"),
     pytest.param(
         InsufficientScope, 403, "insufficient_scope", True, "insufficient-scope", id="E5-InsufficientScope"
     ),
@@ -131,9 +137,15 @@ def test_every_401_carries_a_challenge():
     assert all(cls.challenge for cls in denied_classes() if cls.status == 401)
 
 
-def test_error_codes_come_from_rfc_6750():
+def test_error_codes_come_from_rfc_6750_and_rfc_9449():
     codes = {cls.error for cls in denied_classes()} - {None}
-    assert codes <= {"invalid_request", "invalid_token", "insufficient_scope"}
+    assert codes <= {
+        "invalid_request",
+        "invalid_token",
+        "insufficient_scope",
+        "invalid_dpop_proof",  # RFC 9449 §7.1
+        "use_dpop_nonce",  # RFC 9449 §8
+    }
     assert all(cls.challenge for cls in denied_classes() if cls.error is not None)
 
 

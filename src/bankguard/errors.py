@@ -19,6 +19,8 @@ The tree::
         │   └── InvalidRequest             400  invalid_request: ambiguous or malformed credentials
         ├── AuthenticationRequired         401  no credentials, or an unsupported scheme (E1)
         ├── InvalidToken                   401  invalid_token (E2)
+        ├── InvalidDPoPProof               401  invalid_dpop_proof: the DPoP proof fails RFC 9449 §4.3 (E3)
+        ├── UseDPoPNonce                   401  use_dpop_nonce: a fresh server nonce is needed (E4)
         ├── CertificateRequired            401  no client certificate where one is required
         ├── CertificateInvalid             401  the client certificate is not accepted (chain, dates, eIDAS)
         ├── InsufficientScope              403  insufficient_scope (E5)
@@ -117,6 +119,9 @@ class Denied(BankGuardError):
         self.control: str | None = None
         #: The authentication scheme the client tried, if any (``Bearer``, ``DPoP``).
         self.scheme: str | None = None
+        #: Also offer the other enabled schemes, without error, beside the tried one (a
+        #: DPoP-bound token presented as Bearer, RFC 9449 §7.2).
+        self.offer_all = False
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(reason={self.reason!r}, status={self.status})"
@@ -181,6 +186,28 @@ class InvalidToken(Denied):
     slug = "invalid-token"
     title = "Invalid access token"
     detail = "The access token is invalid, expired, revoked or not bound to this client."
+
+
+class InvalidDPoPProof(Denied):
+    """RFC 9449 §7.1 ``invalid_dpop_proof`` (template E3)."""
+
+    status = 401
+    error = "invalid_dpop_proof"
+    challenge = True
+    slug = "invalid-dpop-proof"
+    title = "Invalid DPoP proof"
+    detail = "The DPoP proof is missing or invalid."
+
+
+class UseDPoPNonce(Denied):
+    """RFC 9449 §8 ``use_dpop_nonce`` (template E4): retry with the nonce in ``DPoP-Nonce``."""
+
+    status = 401
+    error = "use_dpop_nonce"
+    challenge = True
+    slug = "use-dpop-nonce"
+    title = "DPoP nonce required"
+    detail = "Retry with a DPoP proof that carries the server's nonce (DPoP-Nonce)."
 
 
 class CertificateRequired(Denied):

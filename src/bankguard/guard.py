@@ -40,9 +40,9 @@ from .errors import Denied, InternalFault
 from .policy import Network, Policy
 from .problem import ProblemRenderer, ProblemResponse, Scheme
 from .request import RequestFacts
-from .stores import AsyncStore, Call, MemoryStore, StoreFailure, StoreOp, SyncStore
+from .stores import AsyncStore, Call, StoreFailure, StoreOp, SyncStore
 from .tokens.jwt import VerifiedToken
-from .tokens.runtime import build_introspection, build_verifier, close_sources
+from .tokens.runtime import build_dpop, build_introspection, build_store, build_verifier, close_sources
 
 log = logging.getLogger("bankguard")
 
@@ -147,17 +147,22 @@ class Guard:
             policy,
             verifier=build_verifier(policy.tokens, clock),
             introspection=build_introspection(policy.tokens, clock),
+            dpop=build_dpop(policy, clock),
             clock=clock,
         )
         self.checks: tuple[Check, ...] = tuple(
             default_checks(policy, self.tokens) if checks is None else checks
         )
         self.sink: Sink = sink if sink is not None else resolve_sink(policy.audit)
-        self.store = store if store is not None else MemoryStore()
+        self.store = store if store is not None else build_store(policy.storage)
         self.interaction_header = policy.interaction_id.header
+        schemes = [Scheme("Bearer", (("realm", policy.auth.realm),))]
+        if policy.dpop.enabled:
+            # RFC 9449 §7.1: algs lists exactly the algorithms proofs are verified with (CFG-06).
+            schemes.append(Scheme("DPoP", (("algs", " ".join(policy.dpop.algorithms)),)))
         self.renderer = ProblemRenderer(
             type_base=policy.problems.type_base,
-            schemes=(Scheme("Bearer", (("realm", policy.auth.realm),)),),
+            schemes=tuple(schemes),
             interaction_header=self.interaction_header,
         )
         extra: list[tuple[str, str]] = [("cache-control", policy.response_headers.cache_control)]
@@ -169,10 +174,14 @@ class Guard:
         return f"Guard(checks={[c.name for c in self.checks]!r})"
 
     def close(self) -> None:
-        """Stop background work (key and CRL refresh threads). The guard refuses nothing after
-        this; it simply stops refreshing, so cached keys and CRLs age out and then fail closed."""
+        """Stop background work (key and CRL refresh threads) and close the store's connections.
+        The guard refuses nothing after this; it simply stops refreshing, so cached keys and CRLs
+        age out and then fail closed."""
         if self.tokens is not None:
             close_sources(self.tokens.verifier)
+        close_store = getattr(self.store, "close", None)
+        if callable(close_store):
+            close_store()
         for check in self.checks:
             close = getattr(check, "close", None)
             if callable(close):
@@ -276,7 +285,11 @@ class Guard:
         return Decision(
             allowed=denial is None,
             context=context,
-            response_headers=((self.interaction_header, state.interaction_id), *self._defaults),
+            response_headers=(
+                (self.interaction_header, state.interaction_id),
+                *state.response_headers,
+                *self._defaults,
+            ),
             event=event,
             denial=denial,
         )
@@ -392,9 +405,19 @@ class Guard:
         """The app's response headers plus bankguard's: the interaction id is set (replacing any
         the app set), defaults are added when absent, ``Client-Cert*`` fields are dropped."""
         iid = self.interaction_header
-        out = [(k, v) for k, v in headers if k.lower() not in STRIPPED_RESPONSE_HEADERS and k.lower() != iid]
+        forced = {iid}
+        ours = decision.response_headers
+        if any(name == "dpop-nonce" for name, _ in ours):
+            # One DPoP-Nonce only (RFC 9449 §8), and a response carrying one is not cached (§8.2).
+            forced.update(("dpop-nonce", "cache-control"))
+            ours = (*((n, v) for n, v in ours if n != "cache-control"), ("cache-control", "no-store"))
+        out = [
+            (k, v)
+            for k, v in headers
+            if k.lower() not in STRIPPED_RESPONSE_HEADERS and k.lower() not in forced
+        ]
         present = {k.lower() for k, _ in out}
-        for name, value in decision.response_headers:
-            if name == iid or name not in present:
+        for name, value in ours:
+            if name in forced or name not in present:
                 out.append((name, value))
         return out

@@ -27,6 +27,7 @@ from typing import IO, Any, Literal
 from ._config import BASE_DIR, Invalid, Section, build, option, parse_networks, parse_size
 from .audit import AuditEvent
 from .errors import ConfigProblem, ConfigurationError
+from .policy_dpop import DPoPPolicy, Origin, StoragePolicy, parse_origins
 from .policy_mtls import HEADER_SOURCES, PSD2_ROLE_NAMES, ClientCertPolicy
 from .policy_tokens import PROFILE_ALGORITHMS, TokensPolicy
 
@@ -284,6 +285,8 @@ class Policy(Section):
     profile: Profile = "generic"
     #: Networks of the reverse proxies whose forwarding headers are believed. Empty: none.
     trusted_proxies: tuple[Network, ...] = option((), parse=parse_networks)
+    #: The URLs clients reach this API at (DPoP ``htu`` is checked against them, DPOP-11).
+    external_origins: tuple[Origin, ...] = option((), parse=parse_origins)
     request: RequestPolicy = _section(RequestPolicy)
     routes: RoutesPolicy = _section(RoutesPolicy)
     auth: AuthPolicy = _section(AuthPolicy)
@@ -293,9 +296,13 @@ class Policy(Section):
     audit: AuditPolicy = _section(AuditPolicy)
     tokens: TokensPolicy = _section(TokensPolicy)
     client_cert: ClientCertPolicy = _section(ClientCertPolicy)
+    dpop: DPoPPolicy = _section(DPoPPolicy)
+    storage: StoragePolicy = _section(StoragePolicy)
 
     def _check(self) -> None:
         problems = []
+        if self.dpop.enabled:
+            problems.extend(self._dpop_problems())
         if not self.tokens.configured:
             for i, op in enumerate(self.routes.operations):
                 if not op.public:
@@ -356,6 +363,38 @@ class Policy(Section):
         for name in ("request", "routes", "auth", "interaction_id", "tokens", "client_cert"):
             if getattr(self, name).mode == "report":
                 log.warning("policy: %s runs in report mode; its denials are logged, not enforced", name)
+
+    def _dpop_problems(self) -> list[ConfigProblem]:
+        problems = []
+        if not self.external_origins:
+            problems.append(
+                ConfigProblem(
+                    "external_origins",
+                    "DPoP proofs name the URL they were made for (htu); list the origins clients use "
+                    "to reach this API, e.g. [https://api.bank.example] (RFC 9449 §4.3)",
+                )
+            )
+        if self.profile == "fapi1-adv":
+            problems.append(
+                ConfigProblem("dpop.enabled", "FAPI 1.0 Advanced binds tokens with mutual TLS only (§6.2.1)")
+            )
+        allowed = PROFILE_ALGORITHMS[self.profile]
+        for j, alg in enumerate(self.dpop.algorithms):
+            if alg not in allowed:
+                problems.append(
+                    ConfigProblem(
+                        f"dpop.algorithms[{j}]",
+                        f"{alg} is not allowed under profile {self.profile} "
+                        f"(allowed: {', '.join(sorted(allowed))})",
+                    )
+                )
+        if not self.tokens.configured:
+            problems.append(
+                ConfigProblem(
+                    "dpop.enabled", "DPoP binds access tokens; configure tokens.issuers or introspection"
+                )
+            )
+        return problems
 
     # -- loading ----------------------------------------------------------------------
 

@@ -76,7 +76,10 @@ class ProblemRenderer:
             extra.append(("scope", " ".join(denial.required)))
         tried = [s for s in self.schemes if denial.scheme and s.name.lower() == denial.scheme.lower()]
         targets = tried or list(self.schemes)
-        return [s.challenge(tuple(extra)) for s in targets]
+        out = [s.challenge(tuple(extra)) for s in targets]
+        if denial.offer_all and tried:
+            out.extend(s.challenge() for s in self.schemes if s not in tried)
+        return out
 
     def render(self, denial: Denied, interaction_id: str, *, head: bool = False) -> ProblemResponse:
         document = {

@@ -50,6 +50,7 @@ def make_facts(
 
 
 __all__ = [
+    "DPoPKey",
     "EventCollector",
     "TestIssuer",
     "TestPKI",
@@ -92,19 +93,7 @@ class TestIssuer:
         self._key: Any = _generate(alg)
 
     def public_jwk(self) -> dict[str, Any]:
-        key = self._key.public_key()
-        jwk: dict[str, Any]
-        if isinstance(key, rsa.RSAPublicKey):
-            rsa_numbers = key.public_numbers()
-            jwk = {"kty": "RSA", "n": _uint(rsa_numbers.n), "e": _uint(rsa_numbers.e)}
-        elif isinstance(key, ec.EllipticCurvePublicKey):
-            size = (key.curve.key_size + 7) // 8
-            ec_numbers = key.public_numbers()
-            crv = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}[key.curve.name]
-            jwk = {"kty": "EC", "crv": crv, "x": _uint(ec_numbers.x, size), "y": _uint(ec_numbers.y, size)}
-        else:
-            raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-            jwk = {"kty": "OKP", "crv": "Ed25519", "x": _b64(raw)}
+        jwk = _public_jwk(self._key.public_key())
         jwk.update({"use": "sig", "alg": self.alg})
         if self.kid is not None:
             jwk["kid"] = self.kid
@@ -122,7 +111,9 @@ class TestIssuer:
         scope: str | None = "accounts",
         lifetime: int = 300,
         now: float | None = None,
+        dpop_key: DPoPKey | None = None,
     ) -> str:
+        """An access token; with ``dpop_key`` it is bound to that key (``cnf.jkt``, RFC 9449 §6)."""
         issued = int(time.time() if now is None else now)
         body: dict[str, Any] = {
             "iss": self.issuer,
@@ -135,10 +126,84 @@ class TestIssuer:
         }
         if scope is not None:
             body["scope"] = scope
+        if dpop_key is not None:
+            body["cnf"] = {"jkt": dpop_key.thumbprint}
         body.update(claims or {})
         head: dict[str, Any] = {"alg": self.alg, "typ": "at+jwt"}
         if self.kid is not None:
             head["kid"] = self.kid
+        head.update(header or {})
+        return sign_compact(
+            {k: v for k, v in head.items() if v is not None},
+            {k: v for k, v in body.items() if v is not None},
+            self._key,
+            self.alg,
+        )
+
+
+def _public_jwk(key: Any) -> dict[str, Any]:
+    """The public JWK members of a ``cryptography`` public key (RFC 7518 §6, RFC 8037 §2)."""
+    if isinstance(key, rsa.RSAPublicKey):
+        rsa_numbers = key.public_numbers()
+        return {"kty": "RSA", "n": _uint(rsa_numbers.n), "e": _uint(rsa_numbers.e)}
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        size = (key.curve.key_size + 7) // 8
+        ec_numbers = key.public_numbers()
+        crv = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}[key.curve.name]
+        return {"kty": "EC", "crv": crv, "x": _uint(ec_numbers.x, size), "y": _uint(ec_numbers.y, size)}
+    raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return {"kty": "OKP", "crv": "Ed25519", "x": _b64(raw)}
+
+
+class DPoPKey:
+    """A client's DPoP key pair for tests: its JWK, its thumbprint and :meth:`proof`.
+
+    ``key = DPoPKey("ES256")``; ``token = issuer.mint(dpop_key=key)`` binds a token to it;
+    ``key.proof("GET", "https://api.bank.example/accounts", access_token=token)`` makes the
+    ``DPoP`` header for one request (RFC 9449 §4.2). Any claim or header member can be
+    overridden (``None`` removes it), to build the invalid proofs a test needs.
+    Never use it outside tests.
+    """
+
+    __test__ = False
+
+    def __init__(self, alg: str = "ES256") -> None:
+        self.alg = alg
+        self._key: Any = _generate(alg)
+        self.public_jwk: dict[str, Any] = _public_jwk(self._key.public_key())
+        from .tokens.jwk import thumbprint
+
+        #: RFC 7638 thumbprint: the ``cnf.jkt`` of tokens bound to this key.
+        self.thumbprint = thumbprint(self.public_jwk)
+
+    def proof(
+        self,
+        method: str,
+        url: str,
+        *,
+        access_token: str | None = None,
+        nonce: str | None = None,
+        iat: float | None = None,
+        jti: str | None = None,
+        claims: dict[str, Any] | None = None,
+        header: dict[str, Any] | None = None,
+    ) -> str:
+        """A signed proof for ``method`` on ``url`` (query and fragment are dropped from ``htu``)."""
+        htu = url.split("#", 1)[0].split("?", 1)[0]
+        body: dict[str, Any] = {
+            "jti": jti if jti is not None else secrets.token_urlsafe(16),
+            "htm": method,
+            "htu": htu,
+            "iat": int(time.time()) if iat is None else iat,
+        }
+        if access_token is not None:
+            from .tokens.dpop import access_token_hash
+
+            body["ath"] = access_token_hash(access_token)
+        if nonce is not None:
+            body["nonce"] = nonce
+        body.update(claims or {})
+        head: dict[str, Any] = {"typ": "dpop+jwt", "alg": self.alg, "jwk": dict(self.public_jwk)}
         head.update(header or {})
         return sign_compact(
             {k: v for k, v in head.items() if v is not None},

@@ -55,6 +55,10 @@ class State:
     #: Principals already merged with this certificate's identity, by id of the token's principal
     #: (kept with the certificate's cached record; see the token control).
     variants: dict[int, Any] | None = None
+    #: The DPoP proof that passed its stateless checks (``Authorization: DPoP``), if any.
+    proof: Any = None
+    #: Headers the response gets whatever it is (a rotated ``DPoP-Nonce``, RFC 9449 §8.2).
+    response_headers: list[tuple[str, str]] = field(default_factory=list)
 
 
 class Check(Protocol):

@@ -31,12 +31,21 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 from ..decision import Principal
-from ..errors import AuthenticationRequired, InsufficientScope, InvalidToken, ServiceUnavailable
+from ..errors import (
+    AuthenticationRequired,
+    HeaderFieldsTooLarge,
+    InsufficientScope,
+    InvalidDPoPProof,
+    InvalidToken,
+    ServiceUnavailable,
+    UseDPoPNonce,
+)
 from ..policy import Policy
 from ..request import RequestFacts
 from ..scopes import ScopeRequirement
-from ..stores import Call
+from ..stores import Call, SetIfAbsent
 from ..tokens.cache import TokenCache, token_key
+from ..tokens.dpop import DPoPVerifier, NonceError, ProofError, VerifiedProof
 from ..tokens.jwt import (
     JwtVerifier,
     ParsedJwt,
@@ -61,6 +70,33 @@ _DETAILS = {
 
 def invalid_token(reason: str) -> InvalidToken:
     return InvalidToken(f"token.{reason}", detail=_DETAILS.get(reason))
+
+
+#: Client-facing details for DPoP proof refusals (E3); others get the class's generic text.
+_PROOF_DETAILS = {
+    "dpop.proof_missing": "The DPoP scheme requires exactly one DPoP proof header.",
+    "dpop.multiple_proofs": "The DPoP scheme requires exactly one DPoP proof header.",
+    "dpop.replayed": "The DPoP proof has been used before.",
+    "dpop.iat_too_old": "The DPoP proof is too old.",
+    "dpop.iat_in_future": "The DPoP proof is dated in the future.",
+    "dpop.htm_mismatch": "The DPoP proof was made for another method.",
+    "dpop.htu_origin_mismatch": "The DPoP proof was made for another URL.",
+    "dpop.htu_path_mismatch": "The DPoP proof was made for another URL.",
+    "dpop.ath_mismatch": "The DPoP proof was made for another access token.",
+    "dpop.ath_missing": "The DPoP proof does not name the access token (ath).",
+}
+
+
+def invalid_proof(reason: str) -> InvalidDPoPProof:
+    return InvalidDPoPProof(reason, detail=_PROOF_DETAILS.get(reason))
+
+
+def bearer_downgrade() -> InvalidToken:
+    """A DPoP-bound token presented as Bearer (RFC 9449 §7.2): the Bearer challenge carries the
+    error and the DPoP challenge is offered beside it."""
+    denial = InvalidToken("token.dpop_bound_presented_as_bearer")
+    denial.offer_all = True
+    return denial
 
 
 def operation_requirement(state: State, facts: RequestFacts) -> ScopeRequirement | None:
@@ -91,9 +127,12 @@ class TokenCheck:
         *,
         verifier: JwtVerifier | None,
         introspection: Any | None = None,
+        dpop: DPoPVerifier | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         tokens = policy.tokens
+        #: Proof verification for ``Authorization: DPoP`` (None: the scheme is not enabled).
+        self.dpop = dpop
         self.mode = tokens.mode
         self.verifier = verifier
         self.introspection = introspection
@@ -122,25 +161,77 @@ class TokenCheck:
         op = state.operation
         requirement = operation_requirement(state, facts)
         creds = state.credentials
-        bearer = creds is not None and (creds.scheme == "Bearer" or creds.scheme.lower() == "bearer")
+        scheme = creds.scheme.lower() if creds is not None else None
+        bearer = scheme == "bearer"
+        dpop = scheme == "dpop" and self.dpop is not None
         # Nothing declared for this request: nothing to do, except on an operation outside
         # the policy, where a token that is sent is still verified, so that checks made
         # inside the application (require_scopes at call time) see who is calling.
         if (
             (op is None or op.public)
             and not requirement
-            and (op is not None or not bearer or not self.configured)
+            and (op is not None or not (bearer or dpop) or not self.configured)
         ):
             return None
         if creds is None:
             raise AuthenticationRequired("token.missing")
-        if not bearer:
+        if not (bearer or dpop):
             raise AuthenticationRequired("token.unsupported_scheme")
         if not self.configured:
             raise InvalidToken("token.verification_not_configured")
         token = creds.token
         if len(token) > self.max_token_bytes:
             raise InvalidToken("token.too_large")
+        if not dpop:
+            return self._token(token, state, requirement)
+        # RFC 9449 §7.1: proof first (cheapest refusal, STANDARDS §0 order), then the token,
+        # then the key binding (in _accept), then the single use of the jti.
+        state.proof = self._proof(facts, token)
+        return self._with_proof(self._token(token, state, requirement), state)
+
+    def _proof(self, facts: RequestFacts, token: str) -> VerifiedProof:
+        verifier = self.dpop
+        if verifier is None:  # pragma: no cover - run() checks
+            raise AuthenticationRequired("token.unsupported_scheme")
+        lines = facts.headers.by_name.get("dpop")
+        if not lines:
+            raise invalid_proof("dpop.proof_missing")  # DPOP-17, STANDARDS §10 C6
+        if len(lines) > 1:
+            raise invalid_proof("dpop.multiple_proofs")  # DPOP-01
+        if len(lines[0]) > verifier.max_proof_bytes:
+            raise HeaderFieldsTooLarge("dpop.proof_too_large")  # DPOP-28
+        try:
+            return verifier.verify(
+                lines[0], method=facts.method, raw_path=facts.raw_path, path=facts.path, access_token=token
+            )
+        except NonceError as exc:
+            raise self.nonce_challenge(exc.reason) from None
+        except ProofError as exc:
+            raise invalid_proof(exc.reason) from None
+
+    def nonce_challenge(self, reason: str) -> UseDPoPNonce:
+        """401 ``use_dpop_nonce`` with exactly one fresh ``DPoP-Nonce`` (E4; RFC 9449 §8, §9)."""
+        nonces = self.dpop.nonces if self.dpop is not None else None
+        headers = [("dpop-nonce", nonces.issue())] if nonces is not None else []
+        return UseDPoPNonce(reason, headers=headers)
+
+    def _with_proof(self, flow: StoreFlow | None, state: State) -> StoreFlow:
+        if flow is not None:
+            yield from flow
+        proof: VerifiedProof = state.proof
+        verifier = self.dpop
+        if verifier is None:  # pragma: no cover - run() checks
+            return
+        # DPOP-13: each jti once within the acceptance window, keyed on (a hash of) the jti, so
+        # a re-encoded or re-signed proof with the same jti is refused too (ATK-17, ATK-19).
+        stored = yield SetIfAbsent(proof.replay_key, "1", verifier.replay_ttl)
+        if stored is not True:
+            raise invalid_proof("dpop.replayed")
+        nonces = verifier.nonces
+        if nonces is not None and proof.nonce_age is not None and proof.nonce_age >= nonces.rotate_after:
+            state.response_headers.append(("dpop-nonce", nonces.issue()))  # RFC 9449 §8.2
+
+    def _token(self, token: str, state: State, requirement: ScopeRequirement | None) -> StoreFlow | None:
         key = token_key(token)
         cached = self.cache.get(token, self.clock(), self.leeway, key)
         if cached is not None:
@@ -211,8 +302,11 @@ class TokenCheck:
         if not result.active:
             raise InvalidToken("token.inactive")
         token_type = result.claims.get("token_type")
-        if isinstance(token_type, str) and token_type.lower() == "dpop":
-            raise InvalidToken("token.dpop_bound_presented_as_bearer")  # RFC 9449 §6.2 (DPOP-16)
+        is_dpop = isinstance(token_type, str) and token_type.lower() == "dpop"
+        if state.proof is None and is_dpop:
+            raise bearer_downgrade()  # RFC 9449 §6.2 (DPOP-16)
+        if state.proof is not None and token_type is not None and not is_dpop:
+            raise InvalidToken("token.type_not_dpop")  # RFC 9449 §6.2: token_type must be DPoP
         reason = check_claims(result, policy, self.clock(), self.leeway)
         if reason is not None:
             raise InvalidToken(f"token.{reason}")
@@ -233,7 +327,11 @@ class TokenCheck:
         self._accept(verified, state, requirement)
 
     def _with_transport(
-        self, principal: Principal, binding: Literal["mtls"] | None, tpp_id: str | None, roles: frozenset[str]
+        self,
+        principal: Principal,
+        binding: Literal["mtls", "dpop"] | None,
+        tpp_id: str | None,
+        roles: frozenset[str],
     ) -> Principal:
         """The principal with what the certificate established; built once per token and TPP."""
         key = (id(principal), binding, tpp_id, roles)
@@ -253,7 +351,10 @@ class TokenCheck:
         requirement: ScopeRequirement | None,
         principal: Principal | None = None,
     ) -> None:
-        variants = state.variants
+        proof: VerifiedProof | None = state.proof
+        # Merged principals are remembered per certificate record for Bearer presentations
+        # only; a DPoP presentation is checked in full each time (its binding is per proof).
+        variants = state.variants if proof is None else None
         if variants is not None and principal is not None:
             # This token was accepted before together with this very certificate record (the
             # entry exists only after every check below passed for the pair): reuse the result.
@@ -263,9 +364,19 @@ class TokenCheck:
                 if requirement and (unmet := requirement.unmet(token.scopes)):
                     raise InsufficientScope("scope.insufficient", required=unmet)
                 return
-        binding: Literal["mtls"] | None = None
-        if token.has_jkt:
-            raise InvalidToken("token.dpop_bound_presented_as_bearer")  # RFC 9449 §7.2
+        binding: Literal["mtls", "dpop"] | None = None
+        if proof is not None:
+            # RFC 9449 §6.1, §7.1: the token is bound to the proof's key (cnf.jkt = its RFC 7638
+            # thumbprint). An unbound or certificate-only token with the DPoP scheme is refused
+            # (DPOP-19, MTLS-05); a mismatch is invalid_token (STANDARDS §10 C5).
+            if not token.has_jkt:
+                raise InvalidToken("token.not_dpop_bound")
+            jkt = token.cnf.get("jkt") if token.cnf is not None else None
+            if not isinstance(jkt, str) or not jkt.isascii() or not hmac.compare_digest(jkt, proof.jkt):
+                raise InvalidToken("token.dpop_key_mismatch", detail="Invalid DPoP key binding.")
+            binding = "dpop"
+        elif token.has_jkt:
+            raise bearer_downgrade()  # RFC 9449 §7.2 (DPOP-18)
         if token.has_x5t:
             # RFC 8705 §3: the token is bound to the certificate the client presented.
             certificate = state.certificate
@@ -278,7 +389,7 @@ class TokenCheck:
                 or not hmac.compare_digest(x5t, certificate.thumbprint)
             ):
                 raise InvalidToken("token.certificate_mismatch")
-            binding = "mtls"
+            binding = binding or "mtls"  # both bindings present: both verified (MTLS-05)
         if self.require_binding and binding is None:
             # Only the confirmation methods bankguard verifies count (RFC 8705 §3.1, RFC 9449 §6);
             # any other cnf member (x5t, jwk, kid...) binds nothing here.

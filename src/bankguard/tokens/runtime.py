@@ -77,3 +77,46 @@ def close_sources(verifier: JwtVerifier | None) -> None:
     if verifier is not None:
         for rules in verifier.issuers.values():
             rules.keys.close()
+
+
+def build_dpop(policy: Any, clock: Callable[[], float] = time.time) -> Any:
+    """The DPoP proof verifier the policy asks for, or None when the scheme is off."""
+    dpop = policy.dpop
+    if not dpop.enabled:
+        return None
+    from .dpop import DPoPVerifier
+    from .dpop_nonce import NonceIssuer
+
+    nonces = None
+    if dpop.nonce.enabled:
+        secret = os.environ.get(dpop.nonce.secret_env or "", "").encode("utf-8")
+        try:
+            nonces = NonceIssuer(
+                secret, lifetime=dpop.nonce.lifetime, rotate_after=dpop.nonce.rotate_after, clock=clock
+            )
+        except ValueError as exc:  # the variable changed since the policy was loaded
+            raise ConfigurationError(str(exc), path="dpop.nonce.secret_env") from None
+    return DPoPVerifier(
+        algorithms=dpop.algorithms,
+        origins=policy.external_origins,
+        max_age=dpop.max_age,
+        future_skew=dpop.future_skew,
+        max_proof_bytes=dpop.max_proof_bytes,
+        nonces=nonces,
+        clock=clock,
+    )
+
+
+def build_store(storage: Any) -> Any:
+    """The store the policy's ``storage.uri`` names (memory, or Redis shared by every worker)."""
+    from ..stores import MemoryStore
+
+    if not storage.shared:
+        return MemoryStore(max_entries=storage.max_entries)
+    try:
+        from ..stores_redis import RedisStore
+    except ImportError:
+        raise ConfigurationError(
+            "a Redis storage needs the redis package: pip install 'bankguard[redis]'", path="storage.uri"
+        ) from None
+    return RedisStore(storage.uri, prefix=storage.prefix, timeout=storage.timeout)
