@@ -113,7 +113,9 @@ def _step(gen: Flow, result: object, error: StoreFailure | None) -> StoreOp | De
 
 
 def _failure(exc: Exception, op: StoreOp) -> StoreFailure:
-    return StoreFailure(f"{type(exc).__name__} during {type(op).__name__}")
+    failure = StoreFailure(f"{type(exc).__name__} during {type(op).__name__}")
+    failure.__cause__ = exc  # logged with the check's failure, so operators see why (never audited)
+    return failure
 
 
 def _now() -> str:

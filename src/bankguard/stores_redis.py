@@ -1,0 +1,321 @@
+"""A store shared by every worker process and replica serving one API, backed by Redis.
+
+:class:`RedisStore` executes the operations of :mod:`bankguard.stores` with the same
+results as :class:`~bankguard.stores.MemoryStore`, so a check behaves the same whether
+one process or fifty serve the API.
+
+What is stored
+    Short-lived entries only, each with an expiry: DPoP proof ``jti`` replay markers
+    (:class:`~bankguard.stores.SetIfAbsent` for the proof's acceptance window) and
+    counters (:class:`~bankguard.stores.Incr`, a fixed window that starts at the first
+    increment). Nothing is kept without a TTL, so Redis needs no persistence and no
+    clean-up job.
+
+Why keys carry a prefix
+    Every key is ``prefix + key`` (``"bankguard:"`` by default). A Redis is often shared
+    with other applications; the prefix keeps bankguard's entries apart from theirs,
+    lets an ACL restrict the guard to its own keys (``~bankguard:*``), and lets two APIs
+    or environments on one Redis use different prefixes so that one never sees the
+    other's replay markers or counters.
+
+No secrets in keys or values
+    Keys and values are stored as given and are visible to anyone who can run ``SCAN``
+    or ``MONITOR`` on the Redis. Callers pass hashes (for example of a ``jti`` with the
+    key thumbprint), never tokens, proofs or credentials.
+
+Failures
+    ``socket_timeout`` and ``socket_connect_timeout`` are the store's ``timeout``, so a
+    dead Redis fails fast, and nothing is retried: ``SET NX`` and ``INCRBY`` are not
+    idempotent, and repeating one after a lost reply would report a first use as a
+    replay or count a request twice. Every error (unreachable, timed out, refused,
+    ``ResponseError``) propagates; the guard's driver turns an exception from a store
+    into a fail-closed 503. When all ``max_connections`` connections are busy, an
+    operation waits up to ``timeout`` for one (a blocking pool) instead of failing at once.
+    Options in the URL's query string (``?socket_timeout=1``) override these defaults.
+
+Sync face (WSGI)
+    One :class:`redis.Redis` with a thread-safe pool, created on first use.
+
+Async face (ASGI)
+    A :mod:`redis.asyncio` connection belongs to the event loop that opened it, and a
+    process may run several loops (one per test, one per ``TestClient``), so the store
+    keeps one async client per running loop. The client is closed when its loop shuts
+    down: it is tied to an async generator that the loop finalizes in
+    ``loop.shutdown_asyncgens()``, which ``asyncio.run``, ``asyncio.Runner``, anyio
+    and uvicorn call. :meth:`RedisStore.aclose` closes the current loop's client at once
+    (from an ASGI lifespan shutdown, say); a loop closed without ``shutdown_asyncgens``
+    leaks its client's connections.
+
+Fork safety
+    Pre-fork servers (gunicorn) may create the store in the master process. The sync
+    pool handles the fork: ``redis.connection.ConnectionPool._checkpid()``, called on
+    every ``get_connection()`` and ``release()`` (``BlockingConnectionPool`` included),
+    compares ``os.getpid()`` with the pid recorded when the pool was (re)set and, in a
+    forked child, calls ``reset()``, so the child opens its own connections and never
+    shares a socket with its parent; ``Connection.disconnect()`` skips
+    ``socket.shutdown()`` when the pid differs, so the child cannot cut the parent's
+    connection. The :mod:`redis.asyncio` pool has no such check, which is fine as long as
+    the async face is first used in the worker (event loops do not survive a fork).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import re
+import threading
+import weakref
+from collections.abc import AsyncGenerator, Callable
+from typing import cast
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+import redis
+import redis.asyncio
+import redis.connection
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import NoBackoff
+from redis.commands.core import AsyncScript, Script
+from redis.retry import Retry
+
+from .stores import Get, Incr, SetIfAbsent, StoreOp
+
+__all__ = ["RedisStore"]
+
+_SCHEMES = ("redis", "rediss", "unix")
+
+#: redis-py's URL parser (what ``from_url`` uses), to refuse a bad URL when the store is built.
+_parse_url = cast(Callable[[str], dict[str, object]], redis.connection.parse_url)
+
+#: Create the counter at 0 with the expiry unless it exists, then add: the window starts at
+#: the first increment and later increments never extend it. One round trip, atomic.
+_INCR_SCRIPT = """
+redis.call('SET', KEYS[1], 0, 'NX', 'PX', ARGV[2])
+return redis.call('INCRBY', KEYS[1], ARGV[1])
+"""
+
+
+def _milliseconds(ttl: float) -> int:
+    if not math.isfinite(ttl):
+        raise ValueError(f"ttl must be a finite number of seconds, not {ttl!r}")
+    return max(1, math.ceil(round(ttl * 1000, 3)))
+
+
+def _text(value: object) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    return str(value)
+
+
+def _unknown(op: object) -> TypeError:
+    return TypeError(f"unknown store operation {op!r}")
+
+
+_SECRET_NAME = re.compile(r"pass|secret|token|key|auth|cred", re.IGNORECASE)
+
+
+def _secrets_of(url: str) -> list[str]:
+    """The password and secret-looking query values of ``url``, to keep out of messages."""
+    found: list[str] = []
+    try:
+        parts = urlsplit(url)
+        if parts.password:
+            found += [parts.password, unquote(parts.password)]
+        found += [value for name, value in parse_qsl(parts.query) if _SECRET_NAME.search(name)]
+    except ValueError:
+        pass
+    if "@" in url:  # unparsable, or a user part without a password: hide all of it
+        found.append(url.rpartition("@")[0].partition("://")[2])
+    return sorted({s for s in found if s}, key=len, reverse=True)
+
+
+def _scrub(text: str, secrets: list[str]) -> str:
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    return text
+
+
+def _redact(url: str) -> str:
+    """``url`` with the password and every query value replaced by ``***``."""
+    try:
+        parts = urlsplit(url)
+        netloc = parts.netloc
+        if "@" in netloc:
+            userinfo, _, hostport = netloc.rpartition("@")
+            user, colon, _ = userinfo.partition(":")
+            netloc = f"{user}:***@{hostport}" if colon else f"***@{hostport}"
+        query = "&".join(f"{name}=***" for name, _ in parse_qsl(parts.query, keep_blank_values=True))
+        return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
+    except ValueError:
+        return "<unparsable URL>"
+
+
+async def _close_with_loop(
+    client: redis.asyncio.Redis, forget: weakref.ref[RedisStore]
+) -> AsyncGenerator[None, None]:
+    """Suspended for the life of the loop; its ``finally`` runs in ``loop.shutdown_asyncgens()``."""
+    try:
+        yield
+    finally:
+        store = forget()
+        if store is not None:
+            store._forget(client)
+        await client.aclose()
+
+
+class _LoopClient:
+    __slots__ = ("client", "closer", "incr")
+
+    def __init__(self, client: redis.asyncio.Redis, closer: AsyncGenerator[None, None]) -> None:
+        self.client = client
+        self.incr: AsyncScript = client.register_script(_INCR_SCRIPT)
+        self.closer = closer
+
+
+class RedisStore:
+    """Store on a Redis shared by all workers; a :class:`~bankguard.stores.SyncStore` and an
+    :class:`~bankguard.stores.AsyncStore`. Thread-safe.
+
+    :param url: ``redis://[user:password@]host[:port][/db]``, ``rediss://...`` (TLS) or
+        ``unix:///path/to/redis.sock``; query options are passed to redis-py.
+    :param prefix: prepended to every key.
+    :param timeout: seconds for connecting, for each command, and for waiting for a free
+        pooled connection.
+    :param max_connections: connections per pool (one sync pool, one async pool per loop).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = "bankguard:",
+        timeout: float = 0.25,
+        max_connections: int = 64,
+    ) -> None:
+        scheme = url.partition("://")[0] if "://" in url else ""
+        if scheme not in _SCHEMES:
+            shown = f"{scheme}://" if re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]{0,19}", scheme) else "another"
+            raise ValueError(f"Redis URL scheme must be redis://, rediss:// or unix://, not {shown}")
+        try:
+            _parse_url(url)
+        except ValueError as exc:
+            detail = _scrub(str(exc), _secrets_of(url))
+            raise ValueError(f"invalid Redis URL {_redact(url)}: {detail}") from None
+        if not (isinstance(timeout, int | float) and math.isfinite(timeout) and timeout > 0):
+            raise ValueError("timeout must be a positive number of seconds")
+        if isinstance(max_connections, bool) or not isinstance(max_connections, int) or max_connections <= 0:
+            raise ValueError("max_connections must be a positive integer")
+        self._url = url
+        self.prefix = prefix
+        self.timeout = float(timeout)
+        self.max_connections = max_connections
+        self._lock = threading.Lock()
+        self._sync: tuple[redis.Redis, Script] | None = None
+        self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopClient] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def __repr__(self) -> str:
+        return f"RedisStore({_redact(self._url)!r}, prefix={self.prefix!r}, timeout={self.timeout!r})"
+
+    # -- sync face -------------------------------------------------------------------
+
+    def _sync_client(self) -> tuple[redis.Redis, Script]:
+        current = self._sync
+        if current is not None:
+            return current
+        with self._lock:
+            if self._sync is None:
+                pool = redis.BlockingConnectionPool.from_url(
+                    self._url,
+                    max_connections=self.max_connections,
+                    timeout=self.timeout,
+                    socket_timeout=self.timeout,
+                    socket_connect_timeout=self.timeout,
+                    retry=Retry(NoBackoff(), 0),
+                )
+                client = redis.Redis.from_pool(pool)
+                self._sync = (client, client.register_script(_INCR_SCRIPT))
+            return self._sync
+
+    def execute(self, op: StoreOp) -> object:
+        if isinstance(op, SetIfAbsent):
+            client, _ = self._sync_client()
+            return bool(client.set(self.prefix + op.key, op.value, nx=True, px=_milliseconds(op.ttl)))
+        if isinstance(op, Get):
+            client, _ = self._sync_client()
+            return _text(client.get(self.prefix + op.key))
+        if isinstance(op, Incr):
+            ms = _milliseconds(op.ttl)
+            _, incr = self._sync_client()
+            return int(incr(keys=[self.prefix + op.key], args=[op.amount, ms]))
+        raise _unknown(op)  # Call included: the drivers run it, a store never does
+
+    # -- async face ------------------------------------------------------------------
+
+    async def _loop_client(self) -> _LoopClient:
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            bound = self._async.get(loop)
+            if bound is not None:
+                return bound
+            pool = redis.asyncio.BlockingConnectionPool.from_url(
+                self._url,
+                max_connections=self.max_connections,
+                timeout=self.timeout,
+                socket_timeout=self.timeout,
+                socket_connect_timeout=self.timeout,
+                retry=AsyncRetry(NoBackoff(), 0),
+            )
+            client = redis.asyncio.Redis.from_pool(pool)
+            bound = _LoopClient(client, _close_with_loop(client, weakref.ref(self)))
+            self._async[loop] = bound
+        # Runs to the generator's first yield without suspending, which registers it with
+        # the loop's shutdown_asyncgens().
+        await bound.closer.asend(None)
+        return bound
+
+    def _forget(self, client: redis.asyncio.Redis) -> None:
+        with self._lock:
+            for loop, bound in list(self._async.items()):
+                if bound.client is client:
+                    del self._async[loop]
+
+    async def aexecute(self, op: StoreOp) -> object:
+        if isinstance(op, SetIfAbsent):
+            client = (await self._loop_client()).client
+            stored = await client.set(self.prefix + op.key, op.value, nx=True, px=_milliseconds(op.ttl))
+            return bool(stored)
+        if isinstance(op, Get):
+            client = (await self._loop_client()).client
+            return _text(await client.get(self.prefix + op.key))
+        if isinstance(op, Incr):
+            ms = _milliseconds(op.ttl)
+            incr = (await self._loop_client()).incr
+            return int(await incr(keys=[self.prefix + op.key], args=[op.amount, ms]))
+        raise _unknown(op)
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        """Close the running loop's async client now (the next operation opens a new one)."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            bound = self._async.pop(loop, None)
+        if bound is not None:
+            await bound.closer.aclose()
+
+    def close(self) -> None:
+        """Close the sync pool and forget the async clients.
+
+        A forgotten async client is closed on its own loop: its generator is finalized
+        when collected, or at the latest when the loop shuts down. The store stays usable;
+        the next operation connects again.
+        """
+        with self._lock:
+            current, self._sync = self._sync, None
+            forgotten, self._async = self._async, weakref.WeakKeyDictionary()
+        forgotten.clear()  # outside the lock: finalizing a generator schedules its aclose()
+        if current is not None:
+            current[0].close()
