@@ -73,4 +73,27 @@ def summarise(policy: Policy) -> str:
         lines.append(f"            issuer {issuer.issuer} [{' '.join(issuer.algorithms)}] keys: {source}")
     if t.introspection is not None:
         lines.append(f"            introspection {t.introspection.endpoint} ({t.introspection.auth})")
+    d = policy.dpop
+    if d.enabled:
+        nonce = (
+            f"nonces (lifetime {d.nonce.lifetime:g}s, key from {d.nonce.secret_env})"
+            if d.nonce.enabled
+            else "no nonces"
+        )
+        lines.append(
+            f"dpop               algs {' '.join(d.algorithms)}; iat window -{d.max_age:g}s/+{d.future_skew:g}s; "
+            f"{nonce}; htu origins {', '.join(str(o) for o in policy.external_origins)}"
+        )
+    shared = "shared by every worker" if policy.storage.shared else "this process only"
+    lines.append(f"storage            {_redacted(policy.storage.uri)} ({shared})")
     return "\n".join(lines)
+
+
+def _redacted(uri: str) -> str:
+    """A storage URI without its password."""
+    scheme, sep, rest = uri.partition("://")
+    if "@" not in rest:
+        return uri
+    userinfo, _, host = rest.rpartition("@")
+    user = userinfo.split(":", 1)[0]
+    return f"{scheme}{sep}{user + ':' if user else ''}***@{host}"

@@ -358,6 +358,11 @@ class Policy(Section):
                 "reject" if self.profile in _PROFILE_REJECTS_BAD_INTERACTION_ID else "replace"
             )
             object.__setattr__(self, "interaction_id", dataclasses.replace(self.interaction_id, invalid=mode))
+        if self.dpop.enabled and not self.storage.shared:
+            log.info(
+                "policy: DPoP replay entries are kept in memory://, which protects one process; "
+                "with several workers or replicas set storage.uri to a Redis URL"
+            )
         if self.routes.undeclared == "allow":
             log.warning("policy: routes.undeclared is 'allow'; undeclared operations are not denied")
         for name in ("request", "routes", "auth", "interaction_id", "tokens", "client_cert"):
