@@ -8,9 +8,9 @@ from the repository root (it stays up until Ctrl-C)::
 
     curl -s http://127.0.0.1:8765/jwks
     curl -s -d grant_type=client_credentials -d client_id=aisp-demo -d scope=accounts \\
-        http://127.0.0.1:8765/token
+        http://127.0.0.1:8765/token                      # an unbound Bearer token
 
-``examples/demo.py`` starts it in a thread with :func:`running`.
+``examples/demo.py`` starts it in a thread with :func:`running`, and asks for DPoP-bound tokens.
 
 * At every start it makes a new ES256 key pair in memory with :class:`bankguard.testing.TestIssuer`
   (no key is ever written to disk); the key id is the key's RFC 7638 thumbprint, so tokens of an
@@ -21,12 +21,21 @@ from the repository root (it stays up until Ctrl-C)::
   ``scope``) and answers an RFC 6749 §5.1 token response holding an RFC 9068 JWT access token
   for the audience ``https://api.bank.example``. ``sub`` is the client id, as RFC 9068 §2.2
   says for grants without a resource owner.
+* With one ``DPoP`` header holding a valid proof (RFC 9449 §5) the token is bound to the
+  proof's key (``cnf.jkt``, its RFC 7638 thumbprint) and ``token_type`` is ``DPoP``; the
+  example APIs (profile ``fapi2``) accept only such tokens. Without the header the token is an
+  unbound ``Bearer`` token, which the demo uses to show that the APIs refuse it. A proof must
+  be a compact JWS with ``typ`` ``dpop+jwt``, an ``alg`` of ES256, PS256 or EdDSA and a public
+  ``jwk`` whose key verifies the signature; ``htm`` ``POST``; ``htu`` this token endpoint's URL;
+  ``iat`` at most 60 s old (10 s ahead at most); a ``jti`` not used before. Refusals are
+  400 ``invalid_dpop_proof``.
 
 What makes it unfit for anything but a demo: clients do not authenticate (no secret, no
-private_key_jwt, no mTLS); there is no PSU, no consent and no authorization code flow; tokens
-are not sender-constrained; it speaks plain HTTP; and ``POST /token`` accepts a demo-only
-``lifetime`` parameter, whose negative values give tokens that have already expired, so that
-the demo can show their refusal.
+private_key_jwt, no mTLS); there is no PSU, no consent and no authorization code flow; it
+issues unbound tokens to any client that sends no proof; it offers no DPoP nonces and keeps
+the used proofs' ``jti`` in its own memory only; it speaks plain HTTP; and ``POST /token``
+accepts a demo-only ``lifetime`` parameter, whose negative values give tokens that have already
+expired, so that the demo can show their refusal.
 
 The example policies name ``http://127.0.0.1:8765`` as issuer and JWKS location. On another
 port the issuer becomes ``http://127.0.0.1:<port>``, and a policy must say so to trust it.

@@ -157,7 +157,8 @@ def request_path(raw_path: bytes | None, decoded: str) -> str | None:
     if raw_path is not None and raw_path.startswith(b"/"):
         return normal_path(raw_path)
     try:
-        return normal_path(decoded.encode("utf-8"))
+        # A decoded "%" is a literal percent sign: escape it before normalising.
+        return normal_path(decoded.replace("%", "%25").encode("utf-8"))
     except UnicodeEncodeError:
         return None
 
