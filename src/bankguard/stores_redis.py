@@ -20,8 +20,8 @@ Why keys carry a prefix
 
 No secrets in keys or values
     Keys and values are stored as given and are visible to anyone who can run ``SCAN``
-    or ``MONITOR`` on the Redis. Callers pass hashes (for example of a ``jti`` with the
-    key thumbprint), never tokens, proofs or credentials.
+    or ``MONITOR`` on the Redis. Callers pass hashes (the DPoP replay entry is keyed on
+    the SHA-256 of the proof's ``jti``), never tokens, proofs or credentials.
 
 Failures
     ``socket_timeout`` and ``socket_connect_timeout`` are the store's ``timeout``, so a
