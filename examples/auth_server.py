@@ -44,10 +44,9 @@ port the issuer becomes ``http://127.0.0.1:<port>``, and a policy must say so to
 from __future__ import annotations
 
 import argparse
-import base64
 import contextlib
-import hashlib
 import json
+import math
 import sys
 import threading
 import time
@@ -57,6 +56,9 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from bankguard.testing import TestIssuer
+from bankguard.tokens.dpop import normal_htu
+from bankguard.tokens.jose import JoseError, check_key_for_alg, json_object, parse_compact, verify_signature
+from bankguard.tokens.jwk import public_key_from_jwk, thumbprint
 
 HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
@@ -76,6 +78,13 @@ JWKS_MAX_AGE = 300  # seconds; the APIs refetch the key set about this often
 MAX_FORM_BYTES = 4096
 CLIENT_TIMEOUT = 10.0  # seconds a connection may stall before it is dropped
 STOP_TIMEOUT = 10.0  # seconds to wait for the server thread to stop
+#: DPoP proofs at the token endpoint (RFC 9449 §5): the algorithms FAPI 2.0 allows, and bounds.
+DPOP_ALGORITHMS = ("ES256", "PS256", "EdDSA")
+DPOP_MAX_AGE = 60  # seconds a proof is accepted after its iat
+DPOP_FUTURE_SKEW = 10  # seconds a proof's iat may be ahead of this server's clock
+MAX_PROOF_BYTES = 8192
+MAX_JTI_CHARS = 256
+MAX_REMEMBERED_JTIS = 10_000  # used proofs kept for the acceptance window
 
 
 class OAuthError(Exception):
@@ -88,22 +97,16 @@ class OAuthError(Exception):
         self.description = description
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def thumbprint(jwk: Mapping[str, Any]) -> str:
-    """The RFC 7638 SHA-256 thumbprint of a public EC, RSA or OKP key."""
-    members = {"EC": ("crv", "kty", "x", "y"), "RSA": ("e", "kty", "n"), "OKP": ("crv", "kty", "x")}
-    required = {name: jwk[name] for name in members[jwk["kty"]]}
-    return _b64(hashlib.sha256(json.dumps(required, separators=(",", ":"), sort_keys=True).encode()).digest())
+def _proof_error(description: str) -> OAuthError:
+    return OAuthError(400, "invalid_dpop_proof", description)  # RFC 9449 §5
 
 
 class DemoAuthorizationServer:
     """The demo authorization server, bound to ``host:port`` when constructed.
 
     Use :meth:`start` and :meth:`stop` (or :func:`running`) to serve it from a thread, or
-    :meth:`serve_forever` in the foreground. :meth:`issue` is the token endpoint's logic.
+    :meth:`serve_forever` in the foreground. :meth:`issue` is the token endpoint's logic and
+    :meth:`check_proof` its DPoP proof check.
     """
 
     def __init__(self, host: str = HOST, port: int = DEFAULT_PORT, *, quiet: bool = True) -> None:
@@ -118,6 +121,9 @@ class DemoAuthorizationServer:
             self.httpd.server_close()
             raise
         self._thread: threading.Thread | None = None
+        #: jti of the proofs accepted within the acceptance window, and when each may be forgotten.
+        self._used_jtis: dict[str, float] = {}
+        self._jti_lock = threading.Lock()
 
     # -- where it is --------------------------------------------------------------------------
 
@@ -151,10 +157,63 @@ class DemoAuthorizationServer:
             "grant_types_supported": ["client_credentials"],
             "token_endpoint_auth_methods_supported": ["none"],  # demo only
             "scopes_supported": list(SCOPES),
+            "dpop_signing_alg_values_supported": list(DPOP_ALGORITHMS),  # RFC 9449 §5.1
         }
 
-    def issue(self, form: Mapping[str, str]) -> dict[str, Any]:
-        """The token response for a ``/token`` form; raises :class:`OAuthError`."""
+    def check_proof(self, proof: str) -> str:
+        """Check a DPoP proof sent to the token endpoint (RFC 9449 §4.3, as far as a token
+        endpoint needs it: no access token, no nonces); the thumbprint of its key, or
+        :class:`OAuthError`."""
+        try:
+            jws = parse_compact(proof, MAX_PROOF_BYTES)
+        except JoseError as exc:
+            raise _proof_error(f"not a compact JWS ({exc.reason})") from None
+        header = jws.header
+        if not isinstance(header.get("typ"), str) or header["typ"].lower() != "dpop+jwt":
+            raise _proof_error('typ must be "dpop+jwt"')
+        alg = header.get("alg")
+        if alg not in DPOP_ALGORITHMS:
+            raise _proof_error(f"alg must be one of {', '.join(DPOP_ALGORITHMS)}")
+        jwk = header.get("jwk")
+        if not isinstance(jwk, dict):
+            raise _proof_error("the header must hold the public key as jwk")
+        try:
+            key, algorithms = public_key_from_jwk(jwk)  # refuses private members
+            if alg not in algorithms:
+                raise JoseError("key_alg_mismatch")
+            check_key_for_alg(key, alg)
+            verify_signature(key, alg, jws.signing_input, jws.signature)
+            jkt = thumbprint(jwk)
+            claims = json_object(jws.payload, "payload")
+        except JoseError as exc:
+            raise _proof_error(f"the proof's key or signature is not valid ({exc.reason})") from None
+        jti, iat = claims.get("jti"), claims.get("iat")
+        if not isinstance(jti, str) or not 0 < len(jti) <= MAX_JTI_CHARS:
+            raise _proof_error("jti is required")
+        if claims.get("htm") != "POST":
+            raise _proof_error('htm must be "POST"')
+        htu = claims.get("htu")
+        if not isinstance(htu, str) or normal_htu(htu) != normal_htu(self.token_endpoint):
+            raise _proof_error(f"htu must be {self.token_endpoint}")
+        if isinstance(iat, bool) or not isinstance(iat, (int, float)) or not math.isfinite(iat):
+            raise _proof_error("iat is required")
+        now = time.time()
+        if not now - DPOP_MAX_AGE <= iat <= now + DPOP_FUTURE_SKEW:
+            raise _proof_error("iat is too old or in the future")
+        with self._jti_lock:  # each proof once (RFC 9449 §11.1)
+            for seen, until in list(self._used_jtis.items()):
+                if until < now:
+                    del self._used_jtis[seen]
+            if jti in self._used_jtis:
+                raise _proof_error("this proof has been used before")
+            if len(self._used_jtis) >= MAX_REMEMBERED_JTIS:
+                raise OAuthError(503, "temporarily_unavailable", "too many proofs; try again later")
+            self._used_jtis[jti] = now + DPOP_MAX_AGE + DPOP_FUTURE_SKEW
+        return jkt
+
+    def issue(self, form: Mapping[str, str], dpop_proof: str | None = None) -> dict[str, Any]:
+        """The token response for a ``/token`` form and the request's ``DPoP`` header, if any;
+        raises :class:`OAuthError`."""
         if form.get("grant_type") != "client_credentials":
             raise OAuthError(400, "unsupported_grant_type", "only grant_type=client_credentials")
         client_id = form.get("client_id", "")
@@ -177,19 +236,21 @@ class DemoAuthorizationServer:
                 raise OAuthError(
                     400, "invalid_request", f"lifetime: a non-zero number of seconds up to {MAX_LIFETIME}"
                 )
+        # Checked once the form is valid, so that a proof is not used up by a refused request.
+        jkt = None if dpop_proof is None else self.check_proof(dpop_proof)
         now = int(time.time())
         # A negative lifetime: a token of the usual lifetime that expired -lifetime seconds ago.
         issued = now if lifetime > 0 else now + lifetime - TOKEN_LIFETIME
         expires = now + lifetime
         scope = " ".join(sorted(scopes))
+        claims: dict[str, Any] = {"sub": client_id, "client_id": client_id}
+        if jkt is not None:
+            claims["cnf"] = {"jkt": jkt}  # RFC 9449 §6.1: bound to the proof's key
         token = self.issuer.mint(
-            {"sub": client_id, "client_id": client_id},
-            audience=AUDIENCE,
-            scope=scope,
-            lifetime=expires - issued,
-            now=issued,
+            claims, audience=AUDIENCE, scope=scope, lifetime=expires - issued, now=issued
         )
-        return {"access_token": token, "token_type": "Bearer", "expires_in": lifetime, "scope": scope}
+        token_type = "Bearer" if jkt is None else "DPoP"
+        return {"access_token": token, "token_type": token_type, "expires_in": lifetime, "scope": scope}
 
     # -- running it ---------------------------------------------------------------------------
 
@@ -248,7 +309,10 @@ def _handler(server: DemoAuthorizationServer) -> type[BaseHTTPRequestHandler]:
                 self._json(404, {"error": "not_found"})
                 return
             try:
-                response = server.issue(self._form())
+                proofs = self.headers.get_all("DPoP") or []
+                if len(proofs) > 1:
+                    raise _proof_error("send one DPoP header")
+                response = server.issue(self._form(), proofs[0] if proofs else None)
             except OAuthError as exc:
                 body = {"error": exc.error, "error_description": exc.description}
                 self._json(exc.status, body)
@@ -315,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(f"demo authorization server (NOT for production), issuer {server.url}")
     print(f"  JWK Set:        GET  {server.jwks_uri}   (key id {server.kid})")
-    print(f"  token endpoint: POST {server.token_endpoint}")
+    print(f"  token endpoint: POST {server.token_endpoint}   (DPoP-bound tokens with a DPoP proof)")
     for client, scopes in CLIENTS.items():
         print(f"  client {client:<10} may ask for scope {' '.join(sorted(scopes))}")
     print("Ctrl-C stops it.", flush=True)

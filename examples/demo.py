@@ -7,16 +7,24 @@ Run it from the repository root::
 
 First the demo starts the demo authorization server (``examples/auth_server.py``, not for
 production) on 127.0.0.1:8765, the issuer the example policies trust. Then the example app, which
-fetches the issuer's public keys as bankguard starts, runs in a background thread on
-127.0.0.1, on a free port. The demo gets access tokens from the authorization server over HTTP,
-makes a few bad ones itself (from another issuer, forged, tampered with, unsigned), and sends
-its scenarios with :mod:`http.client`, which sends what it is told: repeated header lines, and
-targets such as ``/accounts/../admin`` exactly as written.
+fetches the issuer's public keys as bankguard starts, runs in a background thread at the origin
+its policy names in ``external_origins`` (http://127.0.0.1:8000), since DPoP proofs are made for
+that URL.
 
-For each request the demo prints what was sent, the status, bankguard's decision as written to
-its audit log (the ``bankguard.audit`` logger), the ``WWW-Authenticate`` challenge of a refusal,
-and a summary of the response. It exits with 0 when every scenario got the expected answer,
-1 if not. Both servers are stopped before it exits.
+The scripted client uses DPoP (RFC 9449), as the policies' ``fapi2`` profile requires: each demo
+client holds a key pair (:class:`bankguard.testing.DPoPKey`, in memory), sends a DPoP proof of it
+when it asks the authorization server for a token, so that the token is bound to the key
+(``cnf.jkt``), and calls the API with ``Authorization: DPoP <token>`` and a fresh proof for that
+request in the ``DPoP`` header. The demo also makes bad tokens itself (from another issuer,
+forged, tampered with, unsigned), replays, misdirects and omits proofs, and sends tokens with the
+wrong scheme. It sends its scenarios with :mod:`http.client`, which sends what it is told:
+repeated header lines, and targets such as ``/accounts/../admin`` exactly as written.
+
+For each request the demo prints what was sent (tokens and proofs described, never in full), the
+status, bankguard's decision as written to its audit log (the ``bankguard.audit`` logger), what
+the app saw of the caller, the ``WWW-Authenticate`` challenges of a refusal, and a summary of the
+response. It exits with 0 when every scenario got the expected answer, 1 if not. Both servers
+are stopped before it exits.
 """
 
 from __future__ import annotations
@@ -38,10 +46,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from bankguard import AuditEvent, Policy
-from bankguard.testing import TestIssuer
+from bankguard.testing import DPoPKey, TestIssuer
+from bankguard.tokens.jwk import thumbprint
 
 if TYPE_CHECKING:
     from examples.auth_server import DemoAuthorizationServer
@@ -54,6 +63,7 @@ CLIENT_TIMEOUT = 10.0  # seconds per request
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 CLIENT_INTERACTION_ID = "93bac548-d2de-4546-b106-880a5018460d"
 REALM_CHALLENGE = 'Bearer realm="open-banking"'
+DPOP_CHALLENGE = 'DPoP algs="ES256 PS256 EdDSA"'  # the proof algorithms the policies accept
 AUDIENCE = "https://api.bank.example"  # the example APIs' identifier in the policies
 
 PAYMENT = {
@@ -92,6 +102,8 @@ class Served:
 
     operation: str | None
     client_id: str | None
+    #: How the token was sender-constrained (``principal.binding``): ``dpop``, ``mtls`` or None.
+    binding: str | None
 
 
 class Recorder(logging.Handler):
@@ -100,7 +112,8 @@ class Recorder(logging.Handler):
     bankguard's default audit sink logs each decision on ``bankguard.audit`` and attaches the
     :class:`~bankguard.AuditEvent` to the record as ``bankguard_event``. Operational messages
     (policy warnings, key set fetches) go to the ``bankguard`` logger. The example apps log the
-    operation, interaction id and client id they read from bankguard on the ``examples`` logger.
+    operation, interaction id, client id and token binding they read from bankguard on the
+    ``examples`` logger.
     """
 
     def __init__(self) -> None:
@@ -114,7 +127,11 @@ class Recorder(logging.Handler):
         if isinstance(event, AuditEvent):
             self.events[event.interaction_id] = event
         elif interaction_id := getattr(record, "interaction_id", None):
-            served = Served(getattr(record, "operation", None), getattr(record, "client_id", None))
+            served = Served(
+                getattr(record, "operation", None),
+                getattr(record, "client_id", None),
+                getattr(record, "binding", None),
+            )
             self.app_saw[interaction_id] = served
         elif record.name == "bankguard" or record.name.startswith("bankguard."):
             self.messages.append(f"{record.levelname} {record.getMessage()}")
@@ -145,13 +162,17 @@ def recording() -> Iterator[Recorder]:
 
 
 @contextlib.contextmanager
-def uvicorn_server(app: Any) -> Iterator[tuple[str, int]]:
-    """Serve an ASGI app with uvicorn in a thread, on a socket bound to a free port."""
+def uvicorn_server(app: Any, host: str, port: int) -> Iterator[tuple[str, int]]:
+    """Serve an ASGI app with uvicorn in a thread, on ``host:port``."""
     import uvicorn
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind((HOST, 0))
-    port = sock.getsockname()[1]
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: past runs' TIME_WAIT
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="uvicorn", daemon=True)
     thread.start()
@@ -161,7 +182,7 @@ def uvicorn_server(app: Any) -> Iterator[tuple[str, int]]:
             if not thread.is_alive() or time.monotonic() > deadline:
                 raise RuntimeError("uvicorn did not start")
             time.sleep(0.02)
-        yield HOST, port
+        yield host, port
     finally:
         server.should_exit = True
         thread.join(STOP_TIMEOUT)
@@ -169,8 +190,8 @@ def uvicorn_server(app: Any) -> Iterator[tuple[str, int]]:
 
 
 @contextlib.contextmanager
-def wsgi_server(app: Any) -> Iterator[tuple[str, int]]:
-    """Serve a WSGI app with the standard library's wsgiref server in a thread."""
+def wsgi_server(app: Any, host: str, port: int) -> Iterator[tuple[str, int]]:
+    """Serve a WSGI app with the standard library's wsgiref server in a thread, on ``host:port``."""
     from wsgiref.simple_server import WSGIRequestHandler, make_server
 
     class QuietHandler(WSGIRequestHandler):
@@ -179,11 +200,11 @@ def wsgi_server(app: Any) -> Iterator[tuple[str, int]]:
         def log_message(self, format: str, *args: Any) -> None:  # no access log
             pass
 
-    server = make_server(HOST, 0, app, handler_class=QuietHandler)
+    server = make_server(host, port, app, handler_class=QuietHandler)
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), name="wsgiref", daemon=True)
     thread.start()
     try:
-        yield HOST, server.server_address[1]
+        yield host, server.server_address[1]
     finally:
         stopper = threading.Thread(target=server.shutdown, daemon=True)
         stopper.start()
@@ -192,7 +213,7 @@ def wsgi_server(app: Any) -> Iterator[tuple[str, int]]:
         server.server_close()
 
 
-# -- access tokens -----------------------------------------------------------------------------
+# -- access tokens and DPoP proofs -------------------------------------------------------------
 
 
 def _b64(data: bytes) -> str:
@@ -209,20 +230,50 @@ def claims_of(token: str) -> dict[str, Any]:
     return claims
 
 
+def describe_proof(proof: str) -> str:
+    """What a DPoP proof says, read without verifying it: for display only (never the proof)."""
+    header: dict[str, Any] = json.loads(_unb64(proof.split(".")[0]))
+    claims = claims_of(proof)
+    return (
+        f"<proof {claims['htm']} {claims['htu']}, jti {claims['jti'][:8]}, "
+        f"key {thumbprint(header['jwk'])[:8]}> ({len(proof)} bytes)"
+    )
+
+
 @dataclass(frozen=True)
 class Credential:
-    """An access token the demo sends, and how it is described in the report."""
+    """An access token the demo sends, how, and how it is described in the report.
+
+    With ``key``, the token goes as ``Authorization: DPoP <token>`` with a fresh proof of that
+    key for each request (RFC 9449 §7.1); without, as ``Authorization: Bearer <token>``.
+    """
 
     label: str
     token: str
+    key: DPoPKey | None = None
+    #: The proofs made for this credential, oldest first (a scenario replays one).
+    proofs: list[str] = field(default_factory=list, compare=False, repr=False)
+
+    @property
+    def scheme(self) -> str:
+        return "Bearer" if self.key is None else "DPoP"
 
     @property
     def header(self) -> tuple[str, str]:
-        return ("Authorization", f"Bearer {self.token}")
+        return ("Authorization", f"{self.scheme} {self.token}")
+
+    def fresh_proof(self, method: str, url: str) -> str | None:
+        """A new proof for ``method url`` and this token (``ath``), or None for a Bearer token."""
+        if self.key is None:
+            return None
+        proof = self.key.proof(method, url, access_token=self.token)
+        self.proofs.append(proof)
+        return proof
 
 
 @dataclass(frozen=True)
 class Tokens:
+    #: DPoP-bound tokens, each sent with proofs of its client's key.
     accounts: Credential
     payments: Credential
     expired: Credential
@@ -230,15 +281,27 @@ class Tokens:
     forged: Credential
     tampered: Credential
     unsigned: Credential
+    #: The accounts token sent with proofs of another key: stolen, used by the thief.
+    stolen: Credential
+    #: The accounts token sent as a Bearer token, without a proof.
+    bound_as_bearer: Credential
+    #: A token issued without a DPoP proof, so not bound to a key: as Bearer, and under DPoP.
+    unbound: Credential
+    unbound_as_dpop: Credential
 
 
-def request_token(authz: DemoAuthorizationServer, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
-    """POST a form to the authorization server's token endpoint; the status and the JSON answer."""
+def request_token(
+    authz: DemoAuthorizationServer, form: dict[str, str], key: DPoPKey | None
+) -> tuple[int, dict[str, Any]]:
+    """POST a form to the authorization server's token endpoint, with a DPoP proof of ``key``
+    (RFC 9449 §5) when one is given; the status and the JSON answer."""
     host, port = authz.httpd.server_address[:2]
+    headers = {"Content-Type": "application/x-www-form-urlencoded"}
+    if key is not None:
+        headers["DPoP"] = key.proof("POST", authz.token_endpoint)
     conn = http.client.HTTPConnection(str(host), int(port), timeout=CLIENT_TIMEOUT)
     try:
-        body = urlencode(form)
-        conn.request("POST", "/token", body, {"Content-Type": "application/x-www-form-urlencoded"})
+        conn.request("POST", "/token", urlencode(form), headers)
         response = conn.getresponse()
         return response.status, json.loads(response.read())
     finally:
@@ -247,17 +310,23 @@ def request_token(authz: DemoAuthorizationServer, form: dict[str, str]) -> tuple
 
 def get_tokens(authz: DemoAuthorizationServer) -> Tokens:
     """Tokens from the authorization server over HTTP, and bad ones made here."""
-    print(f"Access tokens from the demo authorization server, POST {authz.token_endpoint}:")
+    keys = {"aisp-demo": DPoPKey("ES256"), "pisp-demo": DPoPKey("ES256")}
+    print("DPoP keys of the demo clients (ES256, in memory), by RFC 7638 thumbprint:")
+    for client_id, key in keys.items():
+        print(f"  {client_id}: {key.thumbprint}")
+    print(f"Access tokens from the demo authorization server, POST {authz.token_endpoint}")
+    print("(a DPoP proof of the client's key binds the token to it: cnf.jkt is the key's thumbprint):")
     fetched: list[str] = []
-    for client_id, scope, lifetime in (
-        ("aisp-demo", "accounts", None),
-        ("pisp-demo", "payments", None),
-        ("aisp-demo", "accounts", -120),  # demo-only option: a token that expired 2 minutes ago
+    for client_id, scope, lifetime, bind in (
+        ("aisp-demo", "accounts", None, True),
+        ("pisp-demo", "payments", None, True),
+        ("aisp-demo", "accounts", -120, True),  # demo-only option: a token that expired 2 minutes ago
+        ("aisp-demo", "accounts", None, False),  # no DPoP header: an unbound Bearer token
     ):
         form = {"grant_type": "client_credentials", "client_id": client_id, "scope": scope}
         if lifetime is not None:
             form["lifetime"] = str(lifetime)
-        status, answer = request_token(authz, form)
+        status, answer = request_token(authz, form, keys[client_id] if bind else None)
         shown = " ".join(f"{k}={v}" for k, v in form.items() if k != "grant_type")
         if status != 200:
             raise RuntimeError(f"the authorization server answered {status} {answer} to {shown}")
@@ -265,10 +334,15 @@ def get_tokens(authz: DemoAuthorizationServer) -> Tokens:
         claims = claims_of(answer["access_token"])
         expiry = answer["expires_in"]
         expires = f"expires in {expiry} s" if expiry > 0 else f"expired {-expiry} s ago"
-        print(f"  {shown:<48} {status}: sub {claims['sub']}, scope {claims['scope']!r}, {expires}")
-    accounts, payments, expired = fetched
+        jkt = claims.get("cnf", {}).get("jkt")
+        bound = f"cnf.jkt {jkt[:8]}..." if jkt else "no cnf"
+        proof = "+ DPoP proof" if bind else "no proof"
+        print(f"  {shown:<48} {proof:<12} {status}: {answer['token_type']}, {bound}, {expires}")
+    accounts, payments, expired, unbound = fetched
 
-    # Made here, never issued by the authorization server.
+    # Made here, never issued by the authorization server; bound to the aisp-demo key, so that
+    # bankguard gets past the proof and refuses the token itself.
+    aisp = keys["aisp-demo"]
     elsewhere = TestIssuer("https://auth.other-bank.example", alg="ES256")
     impostor = TestIssuer(authz.url, alg="ES256", kid=authz.kid)  # its name and key id, another key
     claims = {"sub": "aisp-demo", "client_id": "aisp-demo"}
@@ -276,26 +350,34 @@ def get_tokens(authz: DemoAuthorizationServer) -> Tokens:
     widened = dict(claims_of(accounts), scope="accounts payments")
     tampered = f"{header}.{_b64(json.dumps(widened, separators=(',', ':')).encode())}.{signature}"
     unsigned_header = _b64(json.dumps({"alg": "none", "typ": "at+jwt"}).encode())
+    thief = DPoPKey("ES256")
     tokens = Tokens(
-        accounts=Credential("aisp-demo token, scope accounts", accounts),
-        payments=Credential("pisp-demo token, scope payments", payments),
-        expired=Credential("aisp-demo token, expired 2 minutes ago", expired),
+        accounts=Credential("aisp-demo token, scope accounts", accounts, aisp),
+        payments=Credential("pisp-demo token, scope payments", payments, keys["pisp-demo"]),
+        expired=Credential("aisp-demo token, expired 2 minutes ago", expired, aisp),
         other_issuer=Credential(
             f"token of {elsewhere.issuer}",
-            elsewhere.mint(claims, audience=AUDIENCE, scope="accounts payments"),
+            elsewhere.mint(claims, audience=AUDIENCE, scope="accounts payments", dpop_key=aisp),
+            aisp,
         ),
         forged=Credential(
             "forged: the AS's iss and kid, another key",
-            impostor.mint(claims, audience=AUDIENCE, scope="accounts payments"),
+            impostor.mint(claims, audience=AUDIENCE, scope="accounts payments", dpop_key=aisp),
+            aisp,
         ),
-        tampered=Credential("aisp-demo token, scope edited to 'accounts payments'", tampered),
+        tampered=Credential("aisp-demo token, scope edited to 'accounts payments'", tampered, aisp),
         unsigned=Credential(
-            'unsigned, alg "none"', f"{unsigned_header}.{_b64(json.dumps(widened).encode())}."
+            'unsigned, alg "none"', f"{unsigned_header}.{_b64(json.dumps(widened).encode())}.", aisp
         ),
+        stolen=Credential("aisp-demo token, stolen", accounts, thief),
+        bound_as_bearer=Credential("aisp-demo token, DPoP-bound", accounts),
+        unbound=Credential("aisp-demo token, unbound", unbound),
+        unbound_as_dpop=Credential("aisp-demo token, unbound", unbound, aisp),
     )
-    print("Made here, not by the authorization server:")
+    print("Made here, not by the authorization server (bound to the aisp-demo key):")
     for credential in (tokens.other_issuer, tokens.forged, tokens.tampered, tokens.unsigned):
         print(f"  {credential.label}")
+    print(f"A thief's DPoP key, to use the stolen aisp-demo token: {thief.thumbprint}")
     print()
     return tokens
 
@@ -312,6 +394,8 @@ class Result:
     event: AuditEvent | None
     #: What the app logged for this interaction id, read from bankguard's context.
     app_saw: Served | None
+    #: The DPoP proof sent, if any.
+    proof: str | None = None
     #: Lines the checks add to the printed report.
     notes: list[str] = field(default_factory=list)
 
@@ -339,8 +423,10 @@ class Scenario:
     method: str
     target: str
     expect: int
-    #: The access token sent in the Authorization header.
+    #: The access token sent in the Authorization header, with a fresh DPoP proof if it has a key.
     auth: Credential | None = None
+    #: Makes the DPoP header instead, from the method and URL (None from it: no DPoP header).
+    proof: Callable[[str, str], str | None] | None = None
     headers: tuple[tuple[str, str], ...] = ()
     body: bytes | None = None
     #: The bankguard control expected to refuse the request; None when bankguard lets it through.
@@ -353,10 +439,17 @@ class Scenario:
     check: Check | None = None
     #: Printed when run against a WSGI server.
     wsgi_note: str | None = None
+    #: Replaces ``check`` when run against a WSGI server.
+    wsgi_check: Check | None = None
 
-    @property
-    def all_headers(self) -> tuple[tuple[str, str], ...]:
-        return ((self.auth.header,) if self.auth else ()) + self.headers
+    def credentials(self, origin: str) -> tuple[tuple[str, str], ...]:
+        """The Authorization and DPoP headers; a proof is made now, for the URL of this request
+        at ``origin`` (the one the policy names)."""
+        if self.auth is None:
+            return ()
+        url = origin + self.target
+        proof = self.proof(self.method, url) if self.proof else self.auth.fresh_proof(self.method, url)
+        return (self.auth.header,) + ((("DPoP", proof),) if proof is not None else ())
 
 
 def _health(doc: Any) -> str:
@@ -435,29 +528,62 @@ def _header(name: str, must_contain: str) -> Check:
     return check
 
 
-def _challenge(*must_contain: str, exactly: str | None = None) -> Check:
-    """Expectations on the WWW-Authenticate challenge (the report prints it for every refusal)."""
+Expected = str | tuple[str, ...]
+
+
+def _challenges(*expected: Expected) -> Check:
+    """The WWW-Authenticate challenges, in order (the report prints them for every refusal):
+    a string is a whole challenge; a tuple, a challenge that starts with its first string and
+    contains the others."""
+
+    def matches(challenge: str, want: Expected) -> bool:
+        if isinstance(want, str):
+            return challenge == want
+        return challenge.startswith(want[0]) and all(part in challenge for part in want[1:])
 
     def check(r: Result) -> list[str]:
-        if exactly is not None and r.challenges != [exactly]:
-            return [f"expected the challenge {exactly!r} alone, got {r.challenges}"]
-        missing = [m for m in must_contain if not any(m in c for c in r.challenges)]
-        return [f"no WWW-Authenticate challenge with {m!r}" for m in missing]
+        got = r.challenges
+        if len(got) != len(expected) or not all(map(matches, got, expected)):
+            return [f"expected the challenges {list(expected)}, got {got}"]
+        return []
 
     return check
 
 
-INVALID_TOKEN = _challenge(REALM_CHALLENGE, 'error="invalid_token"')
+#: No usable credentials: every scheme is offered, without an error (RFC 6750 §3.1, RFC 9449 §7.1).
+NO_CREDENTIALS = _challenges(REALM_CHALLENGE, DPOP_CHALLENGE)
+#: A refused token sent with the DPoP scheme: the DPoP challenge carries the error.
+DPOP_INVALID_TOKEN = _challenges((f"{DPOP_CHALLENGE}, ", 'error="invalid_token"'))
+BEARER_INVALID_TOKEN = _challenges((f"{REALM_CHALLENGE}, ", 'error="invalid_token"'))
+INVALID_PROOF = _challenges((f"{DPOP_CHALLENGE}, ", 'error="invalid_dpop_proof"'))
 
 
-def scenarios(t: Tokens) -> list[Scenario]:
+def scenarios(t: Tokens, origin: str) -> list[Scenario]:
     payment = json.dumps(PAYMENT).encode()
     oversized = dict(PAYMENT, Risk={"PaymentContextCode": "EcommerceGoods", "Notes": "x" * 40_000})
+    aisp = t.accounts.key
+    assert aisp is not None
+
+    def replayed(method: str, url: str) -> str:
+        return t.accounts.proofs[-1]  # the proof of the previous request, as it was sent
+
+    def made_for(url: str) -> Callable[[str, str], str]:
+        def proof(method: str, _: str) -> str:
+            return aisp.proof(method, url, access_token=t.accounts.token)
+
+        return proof
+
+    attacker = "http://api.attacker.example"
     return [
         # Allowed.
         Scenario("Health check: public, no token", "GET", "/health", 200, summary=_health),
         Scenario(
-            "List accounts (scope in the policy)", "GET", "/accounts", 200, t.accounts, summary=_accounts
+            "List accounts (scope in the policy)",
+            "GET",
+            "/accounts",
+            200,
+            t.accounts,
+            summary=_accounts,
         ),
         Scenario("Read one account", "GET", "/accounts/22289", 200, t.accounts, summary=_account),
         Scenario(
@@ -513,6 +639,100 @@ def scenarios(t: Tokens) -> list[Scenario]:
             headers=(("x-fapi-interaction-id", "<script>alert(1)</script>"),),
             check=_replaced,
         ),
+        # Refused for DPoP: the token is bound to a key, each proof is for one request.
+        Scenario(
+            "DPoP: a fresh proof for this request",
+            "GET",
+            "/accounts/31820",
+            200,
+            t.accounts,
+            summary=_account,
+        ),
+        Scenario(
+            "DPoP: the same proof sent again (replay)",
+            "GET",
+            "/accounts/31820",
+            401,
+            t.accounts,
+            proof=replayed,
+            denied_by="tokens",
+            reason="dpop.replayed",
+            check=INVALID_PROOF,
+        ),
+        Scenario(
+            "DPoP: a proof made for another URL",
+            "GET",
+            "/accounts/22289/transactions",
+            401,
+            t.accounts,
+            proof=made_for(f"{origin}/accounts"),
+            denied_by="tokens",
+            reason="dpop.htu_path_mismatch",
+            check=INVALID_PROOF,
+        ),
+        Scenario(
+            "DPoP: a proof for another server, Host header to match",
+            "GET",
+            "/accounts",
+            401,
+            t.accounts,
+            headers=(("Host", urlsplit(attacker).netloc),),
+            proof=made_for(f"{attacker}/accounts"),
+            denied_by="tokens",
+            reason="dpop.htu_origin_mismatch",
+            check=INVALID_PROOF,
+        ),
+        Scenario(
+            "DPoP: no proof with the DPoP scheme",
+            "GET",
+            "/accounts",
+            401,
+            t.accounts,
+            proof=lambda method, url: None,
+            denied_by="tokens",
+            reason="dpop.proof_missing",
+            check=INVALID_PROOF,
+        ),
+        Scenario(
+            "DPoP: a stolen token, with proofs of the thief's key",
+            "GET",
+            "/accounts",
+            401,
+            t.stolen,
+            denied_by="tokens",
+            reason="token.dpop_key_mismatch",
+            check=DPOP_INVALID_TOKEN,
+        ),
+        Scenario(
+            "DPoP: the DPoP-bound token sent as a Bearer token",
+            "GET",
+            "/accounts",
+            401,
+            t.bound_as_bearer,
+            denied_by="tokens",
+            reason="token.dpop_bound_presented_as_bearer",
+            check=_challenges((f"{REALM_CHALLENGE}, ", 'error="invalid_token"'), DPOP_CHALLENGE),
+        ),
+        Scenario(
+            "DPoP: an unbound token under the DPoP scheme",
+            "GET",
+            "/accounts",
+            401,
+            t.unbound_as_dpop,
+            denied_by="tokens",
+            reason="token.not_dpop_bound",
+            check=DPOP_INVALID_TOKEN,
+        ),
+        Scenario(
+            "FAPI 2.0: an unbound Bearer token, otherwise valid",
+            "GET",
+            "/accounts",
+            401,
+            t.unbound,
+            denied_by="tokens",
+            reason="token.not_sender_constrained",
+            check=BEARER_INVALID_TOKEN,
+        ),
         # Refused for the access token.
         Scenario(
             "No access token",
@@ -521,7 +741,7 @@ def scenarios(t: Tokens) -> list[Scenario]:
             401,
             denied_by="tokens",
             reason="token.missing",
-            check=_challenge(exactly=REALM_CHALLENGE),  # no error: nothing was tried (RFC 6750 §3.1)
+            check=NO_CREDENTIALS,  # no error: nothing was tried (RFC 6750 §3.1)
         ),
         Scenario(
             "An accounts token cannot pay (scope in the policy)",
@@ -533,7 +753,7 @@ def scenarios(t: Tokens) -> list[Scenario]:
             body=payment,
             denied_by="tokens",
             reason="scope.insufficient",
-            check=_challenge('error="insufficient_scope"', 'scope="payments"'),
+            check=_challenges((f"{DPOP_CHALLENGE}, ", 'error="insufficient_scope"', 'scope="payments"')),
         ),
         Scenario(
             "A payments token cannot list accounts (scope in the policy)",
@@ -543,7 +763,7 @@ def scenarios(t: Tokens) -> list[Scenario]:
             t.payments,
             denied_by="tokens",
             reason="scope.insufficient",
-            check=_challenge('error="insufficient_scope"', 'scope="accounts"'),
+            check=_challenges((f"{DPOP_CHALLENGE}, ", 'error="insufficient_scope"', 'scope="accounts"')),
         ),
         Scenario(
             "Nor read balances (scope in app.py, enforced before it runs)",
@@ -553,7 +773,7 @@ def scenarios(t: Tokens) -> list[Scenario]:
             t.payments,
             denied_by="tokens",
             reason="scope.insufficient",
-            check=_challenge('error="insufficient_scope"', 'scope="accounts"'),
+            check=_challenges((f"{DPOP_CHALLENGE}, ", 'error="insufficient_scope"', 'scope="accounts"')),
         ),
         Scenario(
             "Expired access token",
@@ -563,7 +783,7 @@ def scenarios(t: Tokens) -> list[Scenario]:
             t.expired,
             denied_by="tokens",
             reason="token.expired",
-            check=INVALID_TOKEN,
+            check=DPOP_INVALID_TOKEN,
         ),
         Scenario(
             "Token from an issuer the policy does not trust",
@@ -573,7 +793,7 @@ def scenarios(t: Tokens) -> list[Scenario]:
             t.other_issuer,
             denied_by="tokens",
             reason="token.issuer_unknown",
-            check=INVALID_TOKEN,
+            check=DPOP_INVALID_TOKEN,
         ),
         Scenario(
             "Forged token: right issuer and kid, wrong key",
@@ -583,7 +803,7 @@ def scenarios(t: Tokens) -> list[Scenario]:
             t.forged,
             denied_by="tokens",
             reason="token.signature_invalid",
-            check=INVALID_TOKEN,
+            check=DPOP_INVALID_TOKEN,
         ),
         Scenario(
             "Tampered token: scope widened to pay",
@@ -595,7 +815,7 @@ def scenarios(t: Tokens) -> list[Scenario]:
             body=payment,
             denied_by="tokens",
             reason="token.signature_invalid",
-            check=INVALID_TOKEN,
+            check=DPOP_INVALID_TOKEN,
         ),
         Scenario(
             'Unsigned token (alg "none")',
@@ -605,7 +825,7 @@ def scenarios(t: Tokens) -> list[Scenario]:
             t.unsigned,
             denied_by="tokens",
             reason="token.signature_missing",
-            check=INVALID_TOKEN,
+            check=DPOP_INVALID_TOKEN,
         ),
         Scenario(
             "Access token in the query string",
@@ -614,7 +834,7 @@ def scenarios(t: Tokens) -> list[Scenario]:
             401,
             denied_by="auth",
             reason="authorization.token_outside_header",
-            check=_challenge(exactly=REALM_CHALLENGE),
+            check=NO_CREDENTIALS,
         ),
         Scenario(
             "Two Authorization header lines",
@@ -624,7 +844,11 @@ def scenarios(t: Tokens) -> list[Scenario]:
             headers=(t.accounts.header, t.payments.header),
             denied_by="auth",
             reason="authorization.duplicate",
-            check=_challenge('error="invalid_request"'),
+            # Two lines: no scheme was used, so every challenge carries the error.
+            check=_challenges(
+                (f"{REALM_CHALLENGE}, ", 'error="invalid_request"'),
+                (f"{DPOP_CHALLENGE}, ", 'error="invalid_request"'),
+            ),
             wsgi_note="the WSGI server joined the two lines with ','; bankguard still sees two",
         ),
         # Refused for the request itself, whatever the token.
@@ -685,11 +909,14 @@ def scenarios(t: Tokens) -> list[Scenario]:
 # -- running them ------------------------------------------------------------------------------
 
 
-def send(host: str, port: int, s: Scenario, recorder: Recorder) -> Result:
+def send(host: str, port: int, origin: str, s: Scenario, recorder: Recorder) -> Result:
+    credentials = s.credentials(origin)
+    headers = credentials + s.headers
     conn = http.client.HTTPConnection(host, port, timeout=CLIENT_TIMEOUT)
     try:
-        conn.putrequest(s.method, s.target, skip_accept_encoding=True)
-        for name, value in s.all_headers:
+        own_host = any(name.lower() == "host" for name, _ in headers)
+        conn.putrequest(s.method, s.target, skip_host=own_host, skip_accept_encoding=True)
+        for name, value in headers:
             conn.putheader(name, value)
         if s.body is not None:
             conn.putheader("Content-Length", str(len(s.body)))
@@ -706,10 +933,11 @@ def send(host: str, port: int, s: Scenario, recorder: Recorder) -> Result:
         body=body,
         event=recorder.events.get(interaction_id),
         app_saw=recorder.app_saw.get(interaction_id),
+        proof=next((value for name, value in credentials if name == "DPoP"), None),
     )
 
 
-def evaluate(s: Scenario, r: Result) -> list[str]:
+def evaluate(s: Scenario, r: Result, *, wsgi: bool) -> list[str]:
     problems = [] if r.status == s.expect else [f"expected {s.expect}, got {r.status}"]
     if r.event is None:
         return [*problems, "no audit event for this request's interaction id"]
@@ -731,10 +959,13 @@ def evaluate(s: Scenario, r: Result) -> list[str]:
             problems.append(f"the app saw {r.app_saw}, bankguard matched operation {event.operation!r}")
         elif r.app_saw.client_id != event.client_id:
             problems.append(f"the app saw client {r.app_saw.client_id!r}, bankguard {event.client_id!r}")
+        elif s.auth is not None and s.auth.scheme == "DPoP" and r.app_saw.binding != "dpop":
+            problems.append(f"the app saw principal.binding {r.app_saw.binding!r}, not 'dpop'")
     if "no-store" not in r.headers.get("Cache-Control", ""):
         problems.append("Cache-Control: no-store is missing")
-    if s.check is not None:
-        problems += s.check(r)
+    check = s.wsgi_check if wsgi and s.wsgi_check is not None else s.check
+    if check is not None:
+        problems += check(r)
     return problems
 
 
@@ -758,8 +989,10 @@ def report(n: int, s: Scenario, r: Result, problems: list[str], wsgi: bool) -> N
         verdict += "  FAIL" if r.status == s.expect else f"  FAIL (expected {s.expect})"
     print(f"[{n:2}] {s.title:<62} {verdict}")
     print(f"     > {s.method} {_elide(s.target, 72)}")
-    if s.auth is not None:
-        print(f"     > Authorization: Bearer <{s.auth.label}>")
+    if s.auth is not None:  # tokens and proofs are described, never printed
+        print(f"     > Authorization: {s.auth.scheme} <{s.auth.label}>")
+        if r.proof is not None:
+            print(f"     > DPoP: {describe_proof(r.proof)}")
     for name, value in s.headers:
         if name == "Authorization":
             value = f"{value[:24]}... ({len(value)} bytes)"
@@ -769,6 +1002,9 @@ def report(n: int, s: Scenario, r: Result, problems: list[str], wsgi: bool) -> N
         print(f"     > ({len(s.body)} bytes of JSON)")
     if r.event is not None:
         print(f"     {_decision(r.event)}")
+    if r.app_saw is not None:  # what the app read from bankguard's verified principal
+        caller = f"client {r.app_saw.client_id}" if r.app_saw.client_id else "an anonymous caller"
+        print(f"     app: served {caller}, principal.binding {r.app_saw.binding}")
     lines = []
     doc = r.json()
     if s.summary is not None and isinstance(doc, dict):
@@ -788,17 +1024,17 @@ def report(n: int, s: Scenario, r: Result, problems: list[str], wsgi: bool) -> N
         print(f"     FAIL: {problem}")
 
 
-def run(host: str, port: int, recorder: Recorder, tokens: Tokens, *, wsgi: bool) -> list[str]:
+def run(host: str, port: int, origin: str, recorder: Recorder, tokens: Tokens, *, wsgi: bool) -> list[str]:
     """Send every scenario and print what happened; return one line per scenario that went wrong."""
     failed = []
-    for n, s in enumerate(scenarios(tokens), 1):
+    for n, s in enumerate(scenarios(tokens, origin), 1):
         try:
-            result = send(host, port, s, recorder)
+            result = send(host, port, origin, s, recorder)
         except OSError as exc:
             print(f"[{n:2}] {s.title:<62} no answer\n     FAIL: {type(exc).__name__}: {exc}")
             failed.append(f"[{n}] {s.title}: no answer ({exc})")
             continue
-        problems = evaluate(s, result)
+        problems = evaluate(s, result, wsgi=wsgi)
         report(n, s, result, problems, wsgi)
         if problems:
             failed.append(f"[{n}] {s.title}: " + "; ".join(problems))
@@ -820,25 +1056,41 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cannot start the demo authorization server on {HOST}:{auth_server.DEFAULT_PORT}: {exc}")
         print("Is another demo, or examples/auth_server.py, still running?")
         return 1
-    policy = Path("examples", module, "policy.yaml")
-    with recording() as recorder, authz:
+    with recording() as recorder, authz, contextlib.ExitStack() as stack:
         # The authorization server runs first: bankguard fetches its keys as the app is protected.
-        app = examples_module(f"{module}.app").app
-        problem_types = Policy.from_yaml(ROOT / policy).problems.type_base
-        with serve(app) as (host, port):
-            print(f"bankguard demo: the {name} example under {server} at http://{host}:{port}")
-            print(f"demo authorization server (not for production) at {authz.url}, key id {authz.kid}")
-            print(f"policy {policy}; decisions read back from the 'bankguard.audit' logger")
-            print(f"problem types under {problem_types}")
-            for message in recorder.new_messages(0):
-                print(f"bankguard logged at start-up: {message}")
-            seen = len(recorder.messages)
-            print()
-            tokens = get_tokens(authz)
-            total = len(scenarios(tokens))
-            failed = run(host, port, recorder, tokens, wsgi=args.flask)
-            for message in recorder.new_messages(seen):
-                print(f"bankguard logged during the run: {message}")
+        app_module = examples_module(f"{module}.app")
+        policy_file = Path(app_module.POLICY).resolve()
+        policy = Policy.from_yaml(policy_file)
+        # DPoP proofs name the URL they are made for, and bankguard compares it with the policy's
+        # external_origins, never with the Host header. So the demo serves the app exactly at
+        # the first origin the policy names (http://127.0.0.1:8000), and makes its proofs for it.
+        origin = str(policy.external_origins[0])
+        where = urlsplit(origin)
+        if where.scheme != "http" or where.path or not where.hostname:
+            print(f"cannot serve the example at {origin}: the demo serves http://host:port only")
+            return 1
+        try:
+            host, port = stack.enter_context(serve(app_module.app, where.hostname, where.port or 80))
+        except OSError as exc:
+            print(f"cannot serve the {name} example at {origin}: {exc}")
+            print("Is another demo, or an example app, still running there?")
+            return 1
+        shown = policy_file.relative_to(ROOT) if policy_file.is_relative_to(ROOT) else policy_file
+        print(f"bankguard demo: the {name} example under {server} at {origin}")
+        print(f"demo authorization server (not for production) at {authz.url}, key id {authz.kid}")
+        dpop = "on" if policy.dpop.enabled else "off"
+        print(f"policy {shown}: profile {policy.profile}, DPoP {dpop}")
+        print("bankguard's decisions are read back from the 'bankguard.audit' logger")
+        print(f"problem types under {policy.problems.type_base}")
+        for message in recorder.new_messages(0):
+            print(f"bankguard logged at start-up: {message}")
+        seen = len(recorder.messages)
+        print()
+        tokens = get_tokens(authz)
+        total = len(scenarios(tokens, origin))
+        failed = run(host, port, origin, recorder, tokens, wsgi=args.flask)
+        for message in recorder.new_messages(seen):
+            print(f"bankguard logged during the run: {message}")
     print()
     if failed:
         print(f"{len(failed)} of {total} scenarios did not get the expected answer:")

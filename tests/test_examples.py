@@ -1,8 +1,10 @@
 """The examples: the demo passes against real servers, each app matches its policy, both agree.
 
-The example policies trust the demo authorization server at http://127.0.0.1:8765. The demo
-starts its own (in a subprocess); the tests that send tokens to the apps in-process start one
-here, after the demo tests, so that the two never compete for the port.
+The example policies trust the demo authorization server at http://127.0.0.1:8765, accept
+DPoP-bound tokens only (profile fapi2) and name http://127.0.0.1:8000 as the origin DPoP proofs
+are made for. The demo starts its own servers on those ports (in a subprocess); the tests that
+send tokens to the apps in-process start an authorization server here, after the demo tests, so
+that the two never compete for the port.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from urllib.parse import urlencode
 import pytest
 
 from bankguard import Policy, ScopeRequirement, cli
-from bankguard.testing import TestIssuer
+from bankguard.testing import DPoPKey, TestIssuer
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -36,6 +38,8 @@ APPS = {"fastapi": "examples.fastapi_app.app", "flask": "examples.flask_app.app"
 POLICIES = {name: EXAMPLES / f"{name}_app" / "policy.yaml" for name in APPS}
 HOST = "127.0.0.1"
 AS_PORT = 8765  # the issuer the example policies trust
+APP_PORT = 8000  # the policies' external origin, where the demo serves the app
+ORIGIN = f"http://127.0.0.1:{APP_PORT}"
 AUDIENCE = "https://api.bank.example"
 TIMEOUT = 10.0
 
@@ -88,20 +92,34 @@ def _b64json(segment: str) -> Any:
 
 
 def exchange(
-    port: int, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
+    port: int,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    headers: dict[str, str] | list[tuple[str, str]] | None = None,
 ) -> tuple[int, http.client.HTTPMessage, Any]:
+    """One request; ``headers`` as a list may repeat a field."""
     conn = http.client.HTTPConnection(HOST, port, timeout=TIMEOUT)
     try:
-        conn.request(method, path, body, headers or {})
+        conn.putrequest(method, path, skip_accept_encoding=True)
+        fields = list(headers.items()) if isinstance(headers, dict) else list(headers or [])
+        for name, value in fields:
+            conn.putheader(name, value)
+        if body is not None:
+            conn.putheader("Content-Length", str(len(body)))
+        conn.endheaders(body)
         response = conn.getresponse()
         return response.status, response.headers, json.loads(response.read())
     finally:
         conn.close()
 
 
-def post_token(port: int, form: dict[str, str] | str) -> tuple[int, http.client.HTTPMessage, Any]:
+def post_token(
+    port: int, form: dict[str, str] | str, proofs: tuple[str, ...] = ()
+) -> tuple[int, http.client.HTTPMessage, Any]:
+    """POST to /token, with each of ``proofs`` as a DPoP header line."""
     body = form if isinstance(form, str) else urlencode(form)
-    headers = {"Content-Type": "application/x-www-form-urlencoded"}
+    headers = [("Content-Type", "application/x-www-form-urlencoded"), *(("DPoP", p) for p in proofs)]
     return exchange(port, "POST", "/token", body.encode(), headers)
 
 
@@ -119,29 +137,40 @@ def _demo(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+DPOP = 'DPoP algs="ES256 PS256 EdDSA"'
+BEARER = 'Bearer realm="open-banking"'
+
 COMMON_LINES = [
     "demo authorization server (not for production) at http://127.0.0.1:8765",
-    "client_id=aisp-demo scope=accounts ",
     "bankguard logged at start-up: WARNING policy: issuer http://127.0.0.1:8765 allows plain http",
-    # allowed, with the client the app read from bankguard
-    "bankguard: allow, operation GetHealth\n",
-    "bankguard: allow, operation GetAccounts (client aisp-demo)",
+    # the clients' DPoP keys bind their tokens; one token is fetched without a proof
+    "DPoP keys of the demo clients (ES256, in memory)",
+    "client_id=aisp-demo scope=accounts               + DPoP proof 200: DPoP, cnf.jkt ",
+    "client_id=pisp-demo scope=payments               + DPoP proof 200: DPoP, cnf.jkt ",
+    "client_id=aisp-demo scope=accounts               no proof     200: Bearer, no cnf",
+    # allowed, with the client and the binding the app read from bankguard
+    "bankguard: allow, operation GetHealth\n     app: served an anonymous caller, principal.binding None\n",
+    "> Authorization: DPoP <aisp-demo token, scope accounts>\n"
+    "     > DPoP: <proof GET http://127.0.0.1:8000/accounts, jti ",
+    "bankguard: allow, operation GetAccounts (client aisp-demo)\n"
+    "     app: served client aisp-demo, principal.binding dpop\n",
     "bankguard: allow, operation GetBalances (client aisp-demo)",
     "bankguard: allow, operation GetTransactions (client aisp-demo)",
-    "bankguard: allow, operation CreateDomesticPayment (client pisp-demo)",
+    "bankguard: allow, operation CreateDomesticPayment (client pisp-demo)\n"
+    "     app: served client pisp-demo, principal.binding dpop\n",
     "x-fapi-interaction-id: 93bac548-d2de-4546-b106-880a5018460d (echoed)",
     "(new; not reflected)",
     "its Id is the x-fapi-interaction-id, read from bankguard",
-    # refused for the token, with the challenge
+    # refused for the token, with the challenges
     "bankguard: deny by tokens, reason token.missing\n",
-    '     WWW-Authenticate: Bearer realm="open-banking"\n',  # bare: no error (RFC 6750 §3.1)
+    f"     WWW-Authenticate: {BEARER}\n     WWW-Authenticate: {DPOP}\n",  # bare: no error (RFC 6750 §3.1)
     "bankguard: deny by tokens, reason scope.insufficient (client aisp-demo)",
     "bankguard: deny by tokens, reason scope.insufficient (client pisp-demo)",
-    'error="insufficient_scope", error_description=',
+    f'{DPOP}, error="insufficient_scope", error_description=',
     'scope="payments"\n',
     'scope="accounts"\n',
     "bankguard: deny by tokens, reason token.expired",
-    'error="invalid_token", error_description="The access token has expired."',
+    f'{DPOP}, error="invalid_token", error_description="The access token has expired."',
     "bankguard: deny by tokens, reason token.issuer_unknown",
     "bankguard: deny by tokens, reason token.signature_invalid",
     "bankguard: deny by tokens, reason token.signature_missing",
@@ -157,6 +186,102 @@ COMMON_LINES = [
     "bankguard: deny by request, reason request.method_override_header",
 ]
 
+#: The DPoP scenarios: title -> status, audit reason, the WWW-Authenticate lines (whole or start).
+DPOP_SCENARIOS: dict[str, tuple[str, str | None, list[str]]] = {
+    "DPoP: a fresh proof for this request": ("200 OK", None, []),
+    "DPoP: the same proof sent again (replay)": (
+        "401 Unauthorized",
+        "dpop.replayed",
+        [f'{DPOP}, error="invalid_dpop_proof", error_description="The DPoP proof has been used before."'],
+    ),
+    "DPoP: a proof made for another URL": (
+        "401 Unauthorized",
+        "dpop.htu_path_mismatch",
+        [f'{DPOP}, error="invalid_dpop_proof", error_description="The DPoP proof was made for another URL."'],
+    ),
+    "DPoP: a proof for another server, Host header to match": (
+        "401 Unauthorized",
+        "dpop.htu_origin_mismatch",
+        [f'{DPOP}, error="invalid_dpop_proof", error_description="The DPoP proof was made for another URL."'],
+    ),
+    "DPoP: no proof with the DPoP scheme": (
+        "401 Unauthorized",
+        "dpop.proof_missing",
+        [f'{DPOP}, error="invalid_dpop_proof", '],
+    ),
+    "DPoP: a stolen token, with proofs of the thief's key": (
+        "401 Unauthorized",
+        "token.dpop_key_mismatch",
+        [f'{DPOP}, error="invalid_token", error_description="Invalid DPoP key binding."'],
+    ),
+    "DPoP: the DPoP-bound token sent as a Bearer token": (
+        "401 Unauthorized",
+        "token.dpop_bound_presented_as_bearer",
+        [f'{BEARER}, error="invalid_token", ', DPOP],  # both challenges, the error on Bearer
+    ),
+    "DPoP: an unbound token under the DPoP scheme": (
+        "401 Unauthorized",
+        "token.not_dpop_bound",
+        [f'{DPOP}, error="invalid_token", '],
+    ),
+    "FAPI 2.0: an unbound Bearer token, otherwise valid": (
+        "401 Unauthorized",
+        "token.not_sender_constrained",
+        [f'{BEARER}, error="invalid_token", '],
+    ),
+    "No access token": ("401 Unauthorized", "token.missing", [BEARER, DPOP]),
+}
+
+
+def scenario_blocks(stdout: str) -> dict[str, list[str]]:
+    """The demo's report per scenario title: the verdict, then the block's lines."""
+    blocks: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in stdout.splitlines():
+        head = re.match(r"^\[\s*\d+\] (.{62}) (.*)$", line)
+        if head:
+            current = blocks.setdefault(head.group(1).rstrip(), [head.group(2)])
+        elif current is not None and line.startswith("     "):
+            current.append(line.strip())
+        else:
+            current = None
+    return blocks
+
+
+def check_dpop_scenarios(stdout: str) -> None:
+    blocks = scenario_blocks(stdout)
+    for title, (verdict, reason, challenges) in DPOP_SCENARIOS.items():
+        block = blocks[title]
+        assert block[0] == verdict, (title, block)
+        if reason is None:
+            assert "app: served client aisp-demo, principal.binding dpop" in block, (title, block)
+        else:
+            assert any(line.startswith(f"bankguard: deny by tokens, reason {reason}") for line in block)
+        got = [line.removeprefix("WWW-Authenticate: ") for line in block if line.startswith("WWW-")]
+        assert len(got) == len(challenges), (title, block)
+        for line, want in zip(got, challenges, strict=True):
+            assert line == want if not want.endswith(", ") else line.startswith(want), (title, line)
+    # The replayed proof is the one the request before it sent: same jti, same key.
+    jti = re.compile(r"^> DPoP: <proof GET http://127\.0\.0\.1:8000/accounts/31820, jti \S+, key \S+>")
+    sent = [line for line in blocks["DPoP: a fresh proof for this request"] if jti.match(line)]
+    replayed = [line for line in blocks["DPoP: the same proof sent again (replay)"] if jti.match(line)]
+    assert sent
+    assert sent == replayed
+    # The thief's proofs are signed by another key than the client's.
+    key = re.compile(r"^> DPoP: <proof .*, key (\S+)>")
+    client = {m.group(1) for line in blocks["List accounts (scope in the policy)"] if (m := key.match(line))}
+    thief = {
+        m.group(1)
+        for line in blocks["DPoP: a stolen token, with proofs of the thief's key"]
+        if (m := key.match(line))
+    }
+    assert len(client) == len(thief) == 1
+    assert client != thief
+    assert "> DPoP:" not in "\n".join(blocks["DPoP: no proof with the DPoP scheme"])
+    assert "> Host: api.attacker.example" in blocks["DPoP: a proof for another server, Host header to match"]
+    # Tokens and proofs are described, never printed whole.
+    assert not re.search(r"eyJ[\w-]+\.[\w-]+\.[\w-]+", stdout)
+
 
 @pytest.mark.network
 @pytest.mark.parametrize(
@@ -164,13 +289,19 @@ COMMON_LINES = [
     [
         pytest.param(
             [],
-            ["the FastAPI example under uvicorn", "reason authorization.duplicate"],
+            [
+                "the FastAPI example under uvicorn at http://127.0.0.1:8000",
+                "policy examples/fastapi_app/policy.yaml: profile fapi2, DPoP on",
+                "reason authorization.duplicate",
+                f'WWW-Authenticate: {BEARER}, error="invalid_request"',
+            ],
             id="fastapi-uvicorn",
         ),
         pytest.param(
             ["--flask"],
             [
-                "the Flask example under wsgiref",
+                "the Flask example under wsgiref at http://127.0.0.1:8000",
+                "policy examples/flask_app/policy.yaml: profile fapi2, DPoP on",
                 "reason authorization.duplicate",  # the WSGI server merged the two lines
                 "note: the WSGI server joined the two lines",
             ],
@@ -190,6 +321,7 @@ def test_demo_passes(args: list[str], expected: list[str]) -> None:
     assert "logged during the run" not in proc.stdout, output  # no key refresh, no failure
     for line in COMMON_LINES + expected:
         assert line in proc.stdout, f"missing {line!r}\n{output}"
+    check_dpop_scenarios(proc.stdout)
 
 
 @pytest.mark.network
@@ -201,6 +333,20 @@ def test_demo_says_when_the_authorization_server_port_is_taken() -> None:
         proc = _demo()
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "cannot start the demo authorization server on 127.0.0.1:8765" in proc.stdout
+    assert proc.stderr == ""
+
+
+@pytest.mark.network
+def test_demo_says_when_the_app_port_is_taken() -> None:
+    # The demo serves the app at the policy's external origin, which DPoP proofs name: no other port.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        taken.bind((HOST, APP_PORT))
+        taken.listen()
+        proc = _demo()
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "cannot serve the FastAPI example at http://127.0.0.1:8000: [Errno" in proc.stdout
+    assert "scenarios" not in proc.stdout
     assert proc.stderr == ""
 
 
@@ -230,6 +376,7 @@ def test_auth_server_publishes_its_public_key(authz: Any, auth_server: ModuleTyp
     assert metadata["issuer"] == authz.url == f"http://127.0.0.1:{port}"
     assert metadata["jwks_uri"] == f"{authz.url}/jwks"
     assert metadata["token_endpoint"] == f"{authz.url}/token"
+    assert metadata["dpop_signing_alg_values_supported"] == ["ES256", "PS256", "EdDSA"]
 
 
 @pytest.mark.network
@@ -318,6 +465,94 @@ def test_auth_server_wants_a_form(authz: Any) -> None:
     assert (status, answer["error"]) == (400, "invalid_request")
 
 
+# -- the demo authorization server and DPoP (RFC 9449 §5) -------------------------------------
+
+AISP = {"grant_type": "client_credentials", "client_id": "aisp-demo", "scope": "accounts"}
+
+
+@pytest.mark.network
+@pytest.mark.parametrize("alg", ["ES256", "PS256", "EdDSA"])
+def test_auth_server_binds_the_token_to_the_proof_key(authz: Any, alg: str) -> None:
+    key = DPoPKey(alg)
+    proof = key.proof("POST", authz.token_endpoint)
+    status, headers, answer = post_token(authz.httpd.server_address[1], AISP, (proof,))
+    assert status == 200, answer
+    assert headers["Cache-Control"] == "no-store"
+    assert answer == {**answer, "token_type": "DPoP", "expires_in": 300, "scope": "accounts"}
+    claims = _b64json(answer["access_token"].split(".")[1])
+    assert claims["cnf"] == {"jkt": key.thumbprint}
+
+
+@pytest.mark.network
+def test_auth_server_without_a_proof_issues_an_unbound_bearer_token(authz: Any) -> None:
+    status, _, answer = post_token(authz.httpd.server_address[1], AISP)
+    assert (status, answer["token_type"]) == (200, "Bearer")
+    assert "cnf" not in _b64json(answer["access_token"].split(".")[1])
+
+
+def _bad_proofs(endpoint: str) -> dict[str, str]:
+    key = DPoPKey("ES256")
+    now = time.time()
+    private = {**key.public_jwk, "d": _b64url(b"x" * 32)}
+    return {
+        "not a JWS": "not-a-proof",
+        "typ": key.proof("POST", endpoint, header={"typ": "JWT"}),
+        "no signature": key.proof("POST", endpoint).rsplit(".", 1)[0] + ".",
+        "alg not allowed": DPoPKey("ES384").proof("POST", endpoint),
+        "alg none": key.proof("POST", endpoint, header={"alg": "none"}),
+        "no jwk": key.proof("POST", endpoint, header={"jwk": None}),
+        "private jwk": key.proof("POST", endpoint, header={"jwk": private}),
+        "jwk of another key": key.proof("POST", endpoint, header={"jwk": DPoPKey("ES256").public_jwk}),
+        "htm": key.proof("GET", endpoint),
+        "htu": key.proof("POST", endpoint.replace("/token", "/other")),
+        "htu origin": key.proof("POST", "http://as.attacker.example/token"),
+        "no jti": key.proof("POST", endpoint, claims={"jti": None}),
+        "no iat": key.proof("POST", endpoint, claims={"iat": None}),
+        "old": key.proof("POST", endpoint, iat=now - 120),
+        "future": key.proof("POST", endpoint, iat=now + 60),
+    }
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+@pytest.mark.network
+def test_auth_server_refuses_invalid_proofs(authz: Any) -> None:
+    port = authz.httpd.server_address[1]
+    for name, proof in _bad_proofs(authz.token_endpoint).items():
+        status, headers, answer = post_token(port, AISP, (proof,))
+        assert (status, answer["error"]) == (400, "invalid_dpop_proof"), name
+        assert headers["Cache-Control"] == "no-store", name
+
+
+@pytest.mark.network
+def test_auth_server_accepts_each_proof_once(authz: Any) -> None:
+    port = authz.httpd.server_address[1]
+    proof = DPoPKey("ES256").proof("POST", authz.token_endpoint)
+    assert post_token(port, AISP, (proof,))[0] == 200
+    status, _, answer = post_token(port, AISP, (proof,))
+    assert (status, answer["error"]) == (400, "invalid_dpop_proof")
+    assert "used before" in answer["error_description"]
+
+
+@pytest.mark.network
+def test_auth_server_refused_form_does_not_use_up_the_proof(authz: Any) -> None:
+    port = authz.httpd.server_address[1]
+    proof = DPoPKey("ES256").proof("POST", authz.token_endpoint)
+    status, _, answer = post_token(port, {**AISP, "scope": "payments"}, (proof,))
+    assert (status, answer["error"]) == (400, "invalid_scope")
+    assert post_token(port, AISP, (proof,))[0] == 200
+
+
+@pytest.mark.network
+def test_auth_server_wants_one_dpop_header(authz: Any) -> None:
+    key = DPoPKey("ES256")
+    proofs = (key.proof("POST", authz.token_endpoint), key.proof("POST", authz.token_endpoint))
+    status, _, answer = post_token(authz.httpd.server_address[1], AISP, proofs)
+    assert (status, answer["error"]) == (400, "invalid_dpop_proof")
+
+
 # -- each app serves exactly the operations its policy declares -----------------------------
 
 
@@ -403,6 +638,25 @@ def test_policies_are_the_same() -> None:
     assert issuer.jwks_uri == f"http://127.0.0.1:{AS_PORT}/jwks"
     assert issuer.audiences == (AUDIENCE,)
     assert issuer.algorithms == ("ES256",)
+    # FAPI 2.0: sender-constrained tokens only, here with DPoP; proofs name the demo's origin.
+    assert fastapi.profile == "fapi2"
+    assert fastapi.tokens.require_sender_constraint is True
+    assert fastapi.dpop.enabled
+    assert [str(origin) for origin in fastapi.external_origins] == [ORIGIN]
+    assert fastapi.storage.uri == "memory://"
+
+
+def test_examples_serve_at_the_policy_origin() -> None:
+    # The origin DPoP proofs are checked against is where the documented commands serve the apps.
+    for name, command in (
+        ("fastapi", "uvicorn examples.fastapi_app.app:app"),
+        ("flask", "gunicorn examples.flask_app.app:app"),
+    ):
+        text = POLICIES[name].read_text()
+        assert f"`{command}` listens by" in text
+        assert "never with the Host header" in text
+    assert "--port 8000" in (EXAMPLES / "flask_app" / "app.py").read_text()
+    assert "comes with later releases" not in POLICIES["fastapi"].read_text()
 
 
 # -- both apps answer the same, given the same token ----------------------------------------
@@ -435,30 +689,56 @@ JSON = "application/json"
 class Live:
     apps: dict[str, Any]
     tokens: dict[str, str]
+    #: The DPoP key each token is bound to; a token without one is sent as Bearer.
+    keys: dict[str, DPoPKey]
+
+    def headers(self, token: str, method: str, target: str) -> dict[str, str]:
+        """Authorization, with a fresh DPoP proof for ``method`` on the policy's origin."""
+        key = self.keys.get(token)
+        if key is None:
+            return {"Authorization": f"Bearer {self.tokens[token]}"}
+        proof = key.proof(method, ORIGIN + target, access_token=self.tokens[token])
+        return {"Authorization": f"DPoP {self.tokens[token]}", "DPoP": proof}
 
 
 @pytest.fixture(scope="module")
 def live(auth_server: ModuleType) -> Iterator[Live]:
     """The demo authorization server on 127.0.0.1:8765, both apps loaded with its keys, tokens."""
     with auth_server.running(HOST, AS_PORT) as server, imported_apps() as loaded:
-        tokens = {}
-        for name, client_id, extra in (
-            ("accounts", "aisp-demo", {}),
-            ("payments", "pisp-demo", {}),
-            ("both", "tpp-demo", {}),
-            ("expired", "aisp-demo", {"lifetime": "-120"}),
+        clients = {client: DPoPKey("ES256") for client in ("aisp-demo", "pisp-demo", "tpp-demo")}
+        tokens: dict[str, str] = {}
+        keys: dict[str, DPoPKey] = {}
+        for name, client_id, extra, bind in (
+            ("accounts", "aisp-demo", {}, True),
+            ("payments", "pisp-demo", {}, True),
+            ("both", "tpp-demo", {}, True),
+            ("expired", "aisp-demo", {"lifetime": "-120"}, True),
+            ("unbound", "aisp-demo", {}, False),
         ):
-            status, _, answer = post_token(
-                AS_PORT, {"grant_type": "client_credentials", "client_id": client_id, **extra}
-            )
+            key = clients[client_id]
+            proofs = (key.proof("POST", server.token_endpoint),) if bind else ()
+            form = {"grant_type": "client_credentials", "client_id": client_id, **extra}
+            status, _, answer = post_token(AS_PORT, form, proofs)
             assert status == 200, answer
+            assert answer["token_type"] == ("DPoP" if bind else "Bearer")
             tokens[name] = answer["access_token"]
+            if bind:
+                keys[name] = key
+        aisp = clients["aisp-demo"]
         claims = {"sub": "aisp-demo", "client_id": "aisp-demo"}
         impostor = TestIssuer(server.url, alg="ES256", kid=server.kid)
-        tokens["forged"] = impostor.mint(claims, audience=AUDIENCE, scope="accounts payments")
+        tokens["forged"] = impostor.mint(claims, audience=AUDIENCE, scope="accounts payments", dpop_key=aisp)
         elsewhere = TestIssuer("https://auth.other-bank.example", alg="ES256")
-        tokens["other_issuer"] = elsewhere.mint(claims, audience=AUDIENCE, scope="accounts payments")
-        yield Live(loaded, tokens)
+        tokens["other_issuer"] = elsewhere.mint(
+            claims, audience=AUDIENCE, scope="accounts payments", dpop_key=aisp
+        )
+        keys.update(forged=aisp, other_issuer=aisp)
+        tokens["bound_as_bearer"] = tokens["accounts"]  # no key in keys: sent as Bearer
+        tokens["unbound_as_dpop"] = tokens["unbound"]
+        keys["unbound_as_dpop"] = aisp
+        tokens["stolen"] = tokens["accounts"]
+        keys["stolen"] = DPoPKey("ES256")  # the thief's
+        yield Live(loaded, tokens, keys)
 
 
 def _comparable(document: Any, interaction_id: str) -> Any:
@@ -500,6 +780,11 @@ def _comparable(document: Any, interaction_id: str) -> Any:
         ("GET", "/accounts", None, None, "forged", 401),
         ("GET", "/accounts", None, None, "other_issuer", 401),
         ("GET", "/admin", None, None, "accounts", 404),
+        # DPoP: the binding to the proof's key, and FAPI 2.0's sender constraint
+        ("GET", "/accounts", None, None, "bound_as_bearer", 401),
+        ("GET", "/accounts", None, None, "unbound", 401),  # an unbound Bearer token
+        ("GET", "/accounts", None, None, "unbound_as_dpop", 401),
+        ("GET", "/accounts/22289/balances", None, None, "stolen", 401),
     ],
 )
 def test_both_apps_answer_alike(
@@ -515,11 +800,18 @@ def test_both_apps_answer_alike(
 
     raw = None if body is None else (body if isinstance(body, str) else json.dumps(body)).encode()
     headers = {"Content-Type": content_type} if content_type else {}
-    if token is not None:
-        headers["Authorization"] = f"Bearer {live.tokens[token]}"
+
+    def credentials() -> dict[str, str]:  # a fresh proof for each request
+        return {} if token is None else live.headers(token, method, target)
+
+    # The test clients send Host: testserver and localhost; the proofs name the policy's origin.
     with TestClient(live.apps["fastapi"]) as client:
-        a = client.request(method, target, content=raw, headers=headers)
-    b = live.apps["flask"].test_client().open(target, method=method, data=raw, headers=headers)
+        a = client.request(method, target, content=raw, headers={**headers, **credentials()})
+    b = (
+        live.apps["flask"]
+        .test_client()
+        .open(target, method=method, data=raw, headers={**headers, **credentials()})
+    )
     assert (a.status_code, b.status_code) == (expect, expect)
     assert a.headers["content-type"] == b.headers["content-type"]
     assert a.headers.get_list("www-authenticate") == b.headers.getlist("WWW-Authenticate")

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from bankguard.stores import Get, Incr, MemoryStore, SetIfAbsent, StoreFailure
+from bankguard.stores import Get, Incr, MemoryStore, SetIfAbsent, StoreFailure, StoreFull
 
 
 class FakeClock:
@@ -83,34 +83,56 @@ def test_expired_entries_are_dropped_on_later_writes(store, clock):
     assert len(store) == 1
 
 
-def test_max_entries_bounds_the_store(clock):
+def test_max_entries_bounds_the_store_and_refuses_rather_than_forgets(clock):
     store = MemoryStore(max_entries=3, clock=clock)
-    for i in range(100):
+    for i in range(3):
         assert store.execute(SetIfAbsent(f"flood:{i}", "v", ttl=1000 + i)) is True
-        assert len(store) <= 3
-    assert len(store) == 3
+    for i in range(3, 50):
+        with pytest.raises(StoreFull):
+            store.execute(SetIfAbsent(f"flood:{i}", "v", ttl=1000 + i))
+        assert len(store) == 3
+    # No live entry was forgotten: a replay of any of them is still seen (DPOP-13, DPOP-28).
+    assert [store.execute(SetIfAbsent(f"flood:{i}", "v", ttl=5)) for i in range(3)] == [False] * 3
 
 
-def test_eviction_drops_the_entries_closest_to_expiry(clock):
+def test_a_full_store_accepts_again_once_entries_expire(clock):
     store = MemoryStore(max_entries=3, clock=clock)
     store.execute(SetIfAbsent("soon", "v", ttl=10))
     store.execute(SetIfAbsent("late", "v", ttl=50))
     store.execute(SetIfAbsent("middle", "v", ttl=30))
-    store.execute(SetIfAbsent("later", "v", ttl=40))
+    with pytest.raises(StoreFull):
+        store.execute(SetIfAbsent("later", "v", ttl=40))
+    clock.advance(10)
+    assert store.execute(SetIfAbsent("later", "v", ttl=40)) is True
     assert store.execute(Get("soon")) is None
     assert [store.execute(Get(k)) for k in ("late", "middle", "later")] == ["v", "v", "v"]
 
 
-def test_eviction_survives_overwritten_keys(clock):
+def test_a_full_store_still_updates_existing_counters(clock):
+    store = MemoryStore(max_entries=2, clock=clock)
+    store.execute(Incr("a", ttl=100))
+    store.execute(Incr("b", ttl=100))
+    assert store.execute(Incr("a", ttl=100)) == 2
+    with pytest.raises(StoreFull):
+        store.execute(Incr("c", ttl=100))
+
+
+def test_expired_entries_are_dropped_despite_overwritten_keys(clock):
     store = MemoryStore(max_entries=2, clock=clock)
     for _ in range(50):  # the same key expiring and coming back leaves stale heap entries
         store.execute(SetIfAbsent("k", "v", ttl=1))
         clock.advance(1)
     store.execute(SetIfAbsent("a", "v", ttl=100))
     store.execute(SetIfAbsent("b", "v", ttl=200))
-    store.execute(SetIfAbsent("c", "v", ttl=300))
     assert len(store) == 2
-    assert [store.execute(Get(k)) for k in ("a", "b", "c")] == [None, "v", "v"]
+    assert [store.execute(Get(k)) for k in ("a", "b")] == ["v", "v"]
+
+
+@pytest.mark.parametrize("ttl", [0, -1, float("nan"), float("inf")])
+def test_ttl_must_be_positive_and_finite(clock, ttl):
+    store = MemoryStore(clock=clock)
+    with pytest.raises(ValueError, match="ttl"):
+        store.execute(SetIfAbsent("k", "v", ttl=ttl))
 
 
 def test_max_entries_must_be_positive():

@@ -1,7 +1,8 @@
 """An Open Banking style API in FastAPI, protected by bankguard.
 
 Serve it from the repository root, with the demo authorization server running (it publishes the
-keys that sign the access tokens; without it every token is refused with 401)::
+keys that sign the access tokens; without it every token is refused with 401), at
+http://127.0.0.1:8000 (uvicorn's default), the origin ``policy.yaml`` names for DPoP proofs::
 
     python examples/auth_server.py &
     uvicorn examples.fastapi_app.app:app
@@ -17,8 +18,12 @@ handler, for two of them, in the two ways FastAPI code can say it:
 * ``@require_scopes("accounts")`` below the route decorator (transactions).
 
 bankguard enforces both before the handler runs, in the same decision as the rest of the
-policy. Handlers read what bankguard established (the operation, the ``x-fapi-interaction-id``
-and the verified principal) through the dependencies in :mod:`bankguard.integrations.fastapi`.
+policy. The policy's ``fapi2`` profile accepts only DPoP-bound tokens: ``Authorization: DPoP
+<token>`` with a fresh proof in the ``DPoP`` header, checked by bankguard before the app runs;
+``bearer`` is only the name of the security dependency and yields the principal whichever
+scheme the client used. Handlers read what bankguard established (the operation, the
+``x-fapi-interaction-id`` and the verified principal, including ``principal.binding``) through
+the dependencies in :mod:`bankguard.integrations.fastapi`.
 """
 
 from __future__ import annotations
@@ -76,6 +81,7 @@ def served(ctx: SecurityContext, who: Principal) -> None:
             "interaction_id": ctx.interaction_id,
             "client_id": who.client_id,
             "subject": who.subject,
+            "binding": who.binding,  # "dpop": the token is bound to the key that signed the proof
         },
     )
 

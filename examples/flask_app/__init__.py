@@ -1,3 +1,3 @@
-"""The example Open Banking style API in Flask: ``flask --app examples/flask_app/app.py run``."""
+"""The example Open Banking style API in Flask: ``flask --app examples/flask_app/app.py run --port 8000``."""
 
 from __future__ import annotations

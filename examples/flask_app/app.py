@@ -2,10 +2,11 @@
 
 Serve it from the repository root with the development server or with gunicorn, with the demo
 authorization server running (it publishes the keys that sign the access tokens; without it
-every token is refused with 401)::
+every token is refused with 401), at http://127.0.0.1:8000, the origin ``policy.yaml`` names
+for DPoP proofs::
 
     python examples/auth_server.py &
-    flask --app examples/flask_app/app.py run
+    flask --app examples/flask_app/app.py run --port 8000
     gunicorn examples.flask_app.app:app
 
 :func:`bankguard.protect` wraps ``app.wsgi_app`` in place, so ``app`` stays the Flask object
@@ -13,8 +14,10 @@ and every request passes bankguard first. A request that breaks ``policy.yaml`` 
 file) is answered with ``application/problem+json`` before any view runs. Every operation but
 ``GET /health`` needs an access token with the right scope: declared in the policy for most
 operations, and here with ``@require_scopes("accounts")`` below the route decorator for two of
-them; bankguard enforces both before the view runs. Views read what bankguard established
-(the operation, the interaction id, the verified principal) through
+them; bankguard enforces both before the view runs. The policy's ``fapi2`` profile accepts
+only DPoP-bound tokens: ``Authorization: DPoP <token>`` with a fresh proof in the ``DPoP``
+header, checked by bankguard before any view runs. Views read what bankguard established (the
+operation, the interaction id, the verified principal, including ``principal.binding``) through
 :mod:`bankguard.integrations.flask`.
 """
 
@@ -58,6 +61,7 @@ def served() -> None:
             "interaction_id": ctx.interaction_id,
             "client_id": who.client_id,
             "subject": who.subject,
+            "binding": who.binding,  # "dpop": the token is bound to the key that signed the proof
         },
     )
 

@@ -81,7 +81,8 @@ def summarise(policy: Policy) -> str:
             else "no nonces"
         )
         lines.append(
-            f"dpop               algs {' '.join(d.algorithms)}; iat window -{d.max_age:g}s/+{d.future_skew:g}s; "
+            f"dpop               algs {' '.join(d.algorithms)}; "
+            f"iat window -{d.max_age:g}s/+{d.future_skew:g}s; "
             f"{nonce}; htu origins {', '.join(str(o) for o in policy.external_origins)}"
         )
     shared = "shared by every worker" if policy.storage.shared else "this process only"

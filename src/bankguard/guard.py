@@ -409,10 +409,17 @@ class Guard:
         iid = self.interaction_header
         forced = {iid}
         ours = decision.response_headers
-        if any(name == "dpop-nonce" for name, _ in ours):
-            # One DPoP-Nonce only (RFC 9449 §8), and a response carrying one is not cached (§8.2).
-            forced.update(("dpop-nonce", "cache-control"))
+        ours_nonce = any(name == "dpop-nonce" for name, _ in ours)
+        if ours_nonce or any(k.lower() == "dpop-nonce" for k, _ in headers):
+            # A response carrying a DPoP-Nonce is not cached (RFC 9449 §8.2) and carries one only
+            # (§8): bankguard's rotated nonce replaces the application's, else the first is kept.
+            forced.add("cache-control")
             ours = (*((n, v) for n, v in ours if n != "cache-control"), ("cache-control", "no-store"))
+            if ours_nonce:
+                forced.add("dpop-nonce")
+            else:
+                first = next(i for i, (k, _) in enumerate(headers) if k.lower() == "dpop-nonce")
+                headers = [h for i, h in enumerate(headers) if i == first or h[0].lower() != "dpop-nonce"]
         out = [
             (k, v)
             for k, v in headers

@@ -5,9 +5,11 @@ receives the result, so the same check runs under a sync driver (WSGI, through
 :meth:`SyncStore.execute`) and an async one (ASGI, through
 :meth:`AsyncStore.aexecute`) — the pattern of httpx's ``Auth.auth_flow``.
 
-:class:`MemoryStore` serves both faces within one process. It is bounded: when
-``max_entries`` is reached the entries closest to expiry are evicted first, so a
-flood of unique keys cannot exhaust memory (OWASP API4).
+:class:`MemoryStore` serves both faces within one process. It is bounded: expired
+entries are dropped, and when ``max_entries`` live entries are held a new entry is refused
+with :class:`StoreFull` rather than a live one forgotten, so a flood of unique keys can
+neither exhaust memory (OWASP API4) nor push out a replay entry whose proof is still
+acceptable (RFC 9449 §11.1): the request fails closed.
 
 A failing store raises :class:`StoreFailure` *into* the check's generator; a check
 that does not handle it fails closed (503).
@@ -69,6 +71,10 @@ class StoreFailure(BankGuardError):
     """The store could not execute an operation (unreachable, timed out, refused)."""
 
 
+class StoreFull(StoreFailure):
+    """A bounded store holds ``max_entries`` live entries; a new one is refused."""
+
+
 class SyncStore(Protocol):
     def execute(self, op: StoreOp) -> object: ...
 
@@ -102,14 +108,19 @@ class MemoryStore:
         return item[1]
 
     def _put(self, key: str, value: object, ttl: float, now: float) -> None:
+        if not ttl > 0 or ttl == float("inf"):
+            raise ValueError("ttl must be a positive, finite number of seconds")
+        self._evict(now)
+        if len(self._data) >= self.max_entries and key not in self._data:
+            raise StoreFull(f"{self.max_entries} live entries")
         expires = now + ttl
         self._data[key] = (expires, value)
         heapq.heappush(self._expiries, (expires, key))
-        self._evict(now)
 
     def _evict(self, now: float) -> None:
+        """Drop expired entries (never a live one)."""
         heap, data = self._expiries, self._data
-        while heap and (heap[0][0] <= now or len(data) > self.max_entries):
+        while heap and heap[0][0] <= now:
             expires, key = heapq.heappop(heap)
             item = data.get(key)
             if item is not None and item[0] == expires:

@@ -50,8 +50,10 @@ class AuthCheck:
         if m is None:
             # A comma cannot occur in credentials: it is how WSGI servers join repeated
             # field lines (RFC 9110 §5.3), so report it as the duplicate it is.
-            reason = "authorization.duplicate" if "," in lines[0] else "authorization.malformed"
-            denial = InvalidRequest(reason)
+            if "," in lines[0]:
+                # Several schemes may be in play: every challenge carries the error (DPOP-21).
+                raise InvalidRequest("authorization.duplicate")
+            denial = InvalidRequest("authorization.malformed")
             denial.scheme = lines[0].split(" ", 1)[0][:16] or None
             raise denial
         scheme = m.group(1)

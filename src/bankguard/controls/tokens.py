@@ -196,7 +196,8 @@ class TokenCheck:
         lines = facts.headers.by_name.get("dpop")
         if not lines:
             raise invalid_proof("dpop.proof_missing")  # DPOP-17, STANDARDS §10 C6
-        if len(lines) > 1:
+        if len(lines) > 1 or "," in lines[0]:
+            # A comma cannot occur in a compact JWS: it is how WSGI servers join repeated lines.
             raise invalid_proof("dpop.multiple_proofs")  # DPOP-01
         if len(lines[0]) > verifier.max_proof_bytes:
             raise HeaderFieldsTooLarge("dpop.proof_too_large")  # DPOP-28

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import math
 import re
 import threading
 import time
@@ -36,7 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from ..policy_dpop import Origin, normal_authority
 from .dpop_nonce import NonceIssuer
@@ -223,6 +222,8 @@ class DPoPVerifier:
             raise ProofError(f"dpop.{exc.reason}") from None
         if isinstance(vk.key, rsa.RSAPublicKey) and vk.key.key_size > MAX_PROOF_RSA_BITS:
             raise ProofError("dpop.jwk_rsa_too_large")
+        if alg == "EdDSA" and not isinstance(vk.key, ed25519.Ed25519PublicKey):
+            raise ProofError("dpop.jwk_curve_not_allowed")  # EdDSA means Ed25519 (DPOP-07; FAPI 2.0 §5.4.1)
         if cacheable:
             with self._lock:
                 if len(self._keys) >= _KEY_CACHE_ENTRIES:
@@ -275,7 +276,7 @@ class DPoPVerifier:
             raise ProofError("dpop.htm_missing")
         if not isinstance(htu, str):
             raise ProofError("dpop.htu_missing")
-        if isinstance(iat, bool) or not isinstance(iat, (int, float)) or not math.isfinite(iat):
+        if isinstance(iat, bool) or not isinstance(iat, (int, float)) or iat != iat or abs(iat) > 1e15:
             raise ProofError("dpop.iat_missing")
         if htm != method:
             raise ProofError("dpop.htm_mismatch")
