@@ -60,6 +60,8 @@ class AuditEvent:
     client_id: str | None = None
     tpp_id: str | None = None
     subject: str | None = None
+    #: How the accepted token was sender-constrained: ``mtls``, ``dpop``, or None.
+    binding: str | None = None
     #: Report-mode verdicts that did not block: ``control:reason`` each.
     reports: tuple[str, ...] = ()
     #: Observations that did not block, e.g. ``client_cert.untrusted_header_ignored``.

@@ -279,6 +279,7 @@ class Guard:
             client_id=principal.client_id,
             tpp_id=principal.tpp_id or state.tpp_id,
             subject=principal.subject,
+            binding=principal.binding,
             reports=tuple(f"{r.control}:{r.reason}" for r in reports),
             notes=tuple(state.notes),
             duration_ms=round((time.perf_counter() - started) * 1000, 3),
@@ -371,6 +372,7 @@ class Guard:
                 client_id=principal.client_id,
                 tpp_id=principal.tpp_id,
                 subject=principal.subject,
+                binding=principal.binding,
             ),
         )
 
