@@ -16,7 +16,9 @@ before the endpoint runs.
     async def balances(who: Principal = Depends(principal)): ...
 
 Both forms are enforced by the guard, in front of the app (one decision, one audit
-event); ``bearer`` also puts the HTTP bearer security scheme into the generated OpenAPI.
+event); ``bearer`` also puts the HTTP bearer security scheme into the generated OpenAPI, and
+``dpop`` (the same dependency) the HTTP ``DPoP`` scheme (RFC 9449 §7.1), for APIs whose
+clients must use DPoP-bound tokens.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import functools
 from collections.abc import Callable, MutableMapping
 from typing import Any
 
+from fastapi.openapi.models import HTTPBase as HTTPBaseModel
 from fastapi.openapi.models import HTTPBearer as HTTPBearerModel
 from fastapi.security import SecurityScopes
 from fastapi.security.base import SecurityBase
@@ -54,14 +57,21 @@ def interaction_id(connection: HTTPConnection) -> str:
 
 
 class BankGuardBearer(SecurityBase):
-    """A security dependency: yields the verified principal and documents the bearer scheme.
+    """A security dependency: yields the verified principal and documents the HTTP scheme.
 
     Scopes given with ``Security(bearer, scopes=[...])`` are enforced by the guard before
     the endpoint runs where it can resolve the route, and by this dependency in any case.
+    ``http_scheme`` only changes what the OpenAPI document says (``bearer`` or ``DPoP``);
+    which schemes are accepted is the policy's business (``dpop.enabled``).
     """
 
-    def __init__(self, *, scheme_name: str = "bankguard", description: str | None = None) -> None:
-        self.model = HTTPBearerModel(bearerFormat="JWT", description=description)
+    def __init__(
+        self, *, scheme_name: str = "bankguard", description: str | None = None, http_scheme: str = "bearer"
+    ) -> None:
+        if http_scheme.lower() == "bearer":
+            self.model: HTTPBaseModel = HTTPBearerModel(bearerFormat="JWT", description=description)
+        else:
+            self.model = HTTPBaseModel(scheme=http_scheme, description=description)
         self.scheme_name = scheme_name
 
     async def __call__(self, connection: HTTPConnection, security_scopes: SecurityScopes) -> Principal:
@@ -73,8 +83,10 @@ class BankGuardBearer(SecurityBase):
         return context.principal
 
 
-#: The default security dependency.
+#: The default security dependency (documented as HTTP bearer).
 bearer = BankGuardBearer()
+#: The same dependency documented as the HTTP ``DPoP`` scheme.
+dpop = BankGuardBearer(scheme_name="bankguard-dpop", http_scheme="DPoP")
 
 
 def security_scopes(dependant: Any, seen: set[int] | None = None) -> ScopeRequirement | None:
@@ -109,4 +121,12 @@ def scope_resolver(app: Any) -> Callable[[Scope], ScopeRequirement | None]:
     return starlette_scope_resolver(app)
 
 
-__all__ = ["BankGuardBearer", "bearer", "interaction_id", "principal", "scope_resolver", "security_context"]
+__all__ = [
+    "BankGuardBearer",
+    "bearer",
+    "dpop",
+    "interaction_id",
+    "principal",
+    "scope_resolver",
+    "security_context",
+]
