@@ -25,6 +25,7 @@ from typing import Any
 from fastapi import FastAPI
 from flask import Flask, jsonify
 
+import dpop  # benchmarks/dpop.py, beside this script
 import mtls  # benchmarks/mtls.py, beside this script
 import tokens  # benchmarks/tokens.py, beside this script
 from bankguard import BankGuardMiddleware, BankGuardWSGI, Guard, Policy
@@ -229,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'decision only':<18}{'':>14}{d:>16,.0f}{'':>8}{1e6 / d:>15.1f}")
     tokens.report(rounds, 50 if args.quick else 300)
     mtls.report(rounds, 300 if args.quick else 3000)
+    dpop.report(rounds, 100 if args.quick else 1000)
     return 0
 
 
