@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import os
 import time
 import uuid
 from collections.abc import Callable, Generator, Sequence
@@ -112,14 +113,40 @@ def _step(gen: Flow, result: object, error: StoreFailure | None) -> StoreOp | De
         return decision
 
 
+def _warn_if_workers(tokens: TokenCheck | None) -> None:
+    """STANDARDS CFG-08: process-local replay entries with several workers let a DPoP proof be
+    replayed once on each other worker. Warn when the environment says there are several
+    (``WEB_CONCURRENCY``, read by uvicorn and gunicorn), and when requests are served by a process
+    forked after the guard was built (gunicorn ``--preload``)."""
+    workers = os.environ.get("WEB_CONCURRENCY", "")
+    if workers.isdigit() and int(workers) > 1:
+        log.warning(
+            "bankguard: WEB_CONCURRENCY=%s with storage memory://: a DPoP proof accepted by one worker "
+            "can be replayed on another; set storage.uri to a Redis URL (CFG-08)",
+            workers,
+        )
+    if tokens is not None:
+        tokens.warn_on_fork = True
+
+
 def _failure(exc: Exception, op: StoreOp) -> StoreFailure:
     failure = StoreFailure(f"{type(exc).__name__} during {type(op).__name__}")
     failure.__cause__ = exc  # logged with the check's failure, so operators see why (never audited)
     return failure
 
 
+_SECOND: list[tuple[int, str]] = [(-1, "")]  # the last whole second and its text, swapped atomically
+
+
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """The current UTC time as ISO 8601 with milliseconds (``2026-11-22T02:41:40.728Z``)."""
+    now = time.time()
+    second = int(now)
+    cached = _SECOND[0]
+    if cached[0] != second:
+        cached = (second, datetime.fromtimestamp(second, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"))
+        _SECOND[0] = cached
+    return f"{cached[1]}.{int((now - second) * 1000):03d}Z"
 
 
 class Guard:
@@ -129,8 +156,9 @@ class Guard:
     :param checks: the pipeline; defaults to :func:`default_checks`. Extra checks
         follow the :class:`~bankguard.controls.Check` protocol.
     :param sink: where audit events go; defaults to the policy's ``audit.sink``.
-    :param store: store used by checks that need shared state; defaults to a
-        process-local :class:`~bankguard.stores.MemoryStore`.
+    :param store: store used by checks that need shared state; defaults to the one the
+        policy's ``storage.uri`` names (a process-local :class:`~bankguard.stores.MemoryStore`
+        for ``memory://``, a :class:`~bankguard.stores_redis.RedisStore` for Redis).
     """
 
     def __init__(
@@ -157,6 +185,8 @@ class Guard:
         )
         self.sink: Sink = sink if sink is not None else resolve_sink(policy.audit)
         self.store = store if store is not None else build_store(policy.storage)
+        if policy.dpop.enabled and store is None and not policy.storage.shared:
+            _warn_if_workers(self.tokens)
         self.interaction_header = policy.interaction_id.header
         schemes = [Scheme("Bearer", (("realm", policy.auth.realm),))]
         if policy.dpop.enabled:

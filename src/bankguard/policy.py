@@ -275,6 +275,7 @@ class AuditPolicy(Section):
 
 _PROFILE_REJECTS_BAD_INTERACTION_ID = {"fapi1-adv", "obie"}
 _PROFILE_REQUIRES_SENDER_CONSTRAINT = {"fapi2", "fapi1-adv", "obie"}
+_LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "[::1]"})
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -363,6 +364,12 @@ class Policy(Section):
                 "policy: DPoP replay entries are kept in memory://, which protects one process; "
                 "with several workers or replicas set storage.uri to a Redis URL"
             )
+        for origin in self.external_origins:
+            if origin.scheme == "http" and origin.authority.split(":")[0] not in _LOOPBACK_HOSTS:
+                log.warning(
+                    "policy: external origin %s is plain http; clients should reach the API over https",
+                    origin,
+                )
         if self.routes.undeclared == "allow":
             log.warning("policy: routes.undeclared is 'allow'; undeclared operations are not denied")
         for name in ("request", "routes", "auth", "interaction_id", "tokens", "client_cert"):
@@ -379,9 +386,13 @@ class Policy(Section):
                     "to reach this API, e.g. [https://api.bank.example] (RFC 9449 §4.3)",
                 )
             )
-        if self.profile == "fapi1-adv":
+        if self.profile in ("fapi1-adv", "obie"):
             problems.append(
-                ConfigProblem("dpop.enabled", "FAPI 1.0 Advanced binds tokens with mutual TLS only (§6.2.1)")
+                ConfigProblem(
+                    "dpop.enabled",
+                    f"profile {self.profile} binds tokens with mutual TLS only "
+                    "(FAPI 1.0 Advanced §6.2.1; UK Open Banking builds on it)",
+                )
             )
         allowed = PROFILE_ALGORITHMS[self.profile]
         for j, alg in enumerate(self.dpop.algorithms):

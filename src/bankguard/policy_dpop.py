@@ -194,7 +194,7 @@ def parse_storage_uri(value: object, path: str) -> str:
         raise Invalid(path, "memory:// takes no host or options")
     if any(c in value for c in " \t\r\n"):
         raise Invalid(path, "must not contain whitespace")
-    return value
+    return scheme + value[len(scheme) :]  # the scheme in lower case, as the store expects
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -580,14 +580,33 @@ def test_DPOP_06_cached_key_with_extra_members_is_checked_again(extra: dict[str,
     assert len(verifier._keys) == 1
 
 
-def test_DPOP_06_harmless_extra_members_are_parsed_each_time(parses: list[dict[str, Any]]) -> None:
+def test_DPOP_06_keys_with_extra_members_are_checked_once_per_distinct_header(
+    parses: list[dict[str, Any]],
+) -> None:
     verifier = make_verifier()
     verify(verifier, make_proof())
     with_kid = make_proof(header={"jwk": {**CLIENT.public_jwk, "kid": "client-1", "use": "sig"}})
     for _ in range(3):
         assert verify(verifier, with_kid).jkt == CLIENT.thumbprint
-    assert len(parses) == 4  # once for the cached key, once per proof with extra members
+    # The key cache never serves a jwk with extra members; the exact header segment, once it
+    # passed every check, is remembered as a whole.
+    assert len(parses) == 2
+    other = make_proof(header={"jwk": {**CLIENT.public_jwk, "kid": "client-2", "use": "sig"}})
+    assert verify(verifier, other).jkt == CLIENT.thumbprint
+    assert len(parses) == 3
     assert len(verifier._keys) == 1
+
+
+def test_DPOP_06_a_remembered_header_never_admits_a_changed_one() -> None:
+    verifier = make_verifier()
+    verify(verifier, make_proof())
+    with_d = make_proof(header={"jwk": {**CLIENT.public_jwk, "d": "AAAA"}})
+    assert refused(verifier, with_d) == "dpop.jwk_private_material"
+    assert refused(verifier, make_proof(header={"typ": "JWT"})) == "dpop.typ_not_dpop_jwt"
+    assert (
+        refused(verifier, make_proof(header={"jku": "https://evil.example/jwks"}))
+        == "dpop.header_jku_refused"
+    )
 
 
 def test_DPOP_07_cached_key_is_not_reused_for_another_alg() -> None:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import hmac
 import logging
+import os
 import time
 from collections.abc import Callable
 from typing import Any, Literal
@@ -109,12 +110,15 @@ def operation_requirement(state: State, facts: RequestFacts) -> ScopeRequirement
 
 
 def _principal(token: VerifiedToken) -> Principal:
+    # A DPoP-bound token is only ever accepted with its proof (a Bearer presentation is
+    # refused), so its principal carries the binding from the start.
     return Principal(
         authenticated=True,
         subject=token.subject,
         client_id=token.client_id,
         scopes=token.scopes,
         claims=token.claims,
+        binding="dpop" if token.has_jkt else None,
     )
 
 
@@ -133,6 +137,10 @@ class TokenCheck:
         tokens = policy.tokens
         #: Proof verification for ``Authorization: DPoP`` (None: the scheme is not enabled).
         self.dpop = dpop
+        #: Warn once when DPoP requests are served by a process forked after this was built
+        #: while the replay entries are process-local (set by the guard; CFG-08).
+        self.warn_on_fork = False
+        self._pid = os.getpid()
         self.mode = tokens.mode
         self.verifier = verifier
         self.introspection = introspection
@@ -182,17 +190,24 @@ class TokenCheck:
         token = creds.token
         if len(token) > self.max_token_bytes:
             raise InvalidToken("token.too_large")
+        key = token_key(token)
         if not dpop:
-            return self._token(token, state, requirement)
+            return self._token(token, state, requirement, key)
         # RFC 9449 §7.1: proof first (cheapest refusal, STANDARDS §0 order), then the token,
         # then the key binding (in _accept), then the single use of the jti.
-        state.proof = self._proof(facts, token)
-        return self._with_proof(self._token(token, state, requirement), state)
+        state.proof = self._proof(facts, token, key)
+        return self._with_proof(self._token(token, state, requirement, key), state)
 
-    def _proof(self, facts: RequestFacts, token: str) -> VerifiedProof:
+    def _proof(self, facts: RequestFacts, token: str, digest: bytes) -> VerifiedProof:
         verifier = self.dpop
         if verifier is None:  # pragma: no cover - run() checks
             raise AuthenticationRequired("token.unsupported_scheme")
+        if self.warn_on_fork and os.getpid() != self._pid:
+            self.warn_on_fork = False
+            log.warning(
+                "bankguard: serving DPoP requests in a forked worker with storage memory://: each "
+                "worker keeps its own replay entries; set storage.uri to a Redis URL (CFG-08)"
+            )
         lines = facts.headers.by_name.get("dpop")
         if not lines:
             raise invalid_proof("dpop.proof_missing")  # DPOP-17, STANDARDS §10 C6
@@ -203,7 +218,12 @@ class TokenCheck:
             raise HeaderFieldsTooLarge("dpop.proof_too_large")  # DPOP-28
         try:
             return verifier.verify(
-                lines[0], method=facts.method, raw_path=facts.raw_path, path=facts.path, access_token=token
+                lines[0],
+                method=facts.method,
+                raw_path=facts.raw_path,
+                path=facts.path,
+                access_token=token,
+                token_digest=digest,
             )
         except NonceError as exc:
             raise self.nonce_challenge(exc.reason) from None
@@ -232,8 +252,9 @@ class TokenCheck:
         if nonces is not None and proof.nonce_age is not None and proof.nonce_age >= nonces.rotate_after:
             state.response_headers.append(("dpop-nonce", nonces.issue()))  # RFC 9449 §8.2
 
-    def _token(self, token: str, state: State, requirement: ScopeRequirement | None) -> StoreFlow | None:
-        key = token_key(token)
+    def _token(
+        self, token: str, state: State, requirement: ScopeRequirement | None, key: bytes
+    ) -> StoreFlow | None:
         cached = self.cache.get(token, self.clock(), self.leeway, key)
         if cached is not None:
             self._accept(cached[0], state, requirement, cached[1])
@@ -403,7 +424,7 @@ class TokenCheck:
                 raise InvalidToken("token.tpp_mismatch")
         if principal is None:
             principal = _principal(token)
-        if binding is not None or state.tpp_id is not None:
+        if (binding is not None and principal.binding != binding) or state.tpp_id is not None:
             # Merged principals are kept with the certificate's record (one TPP identity per
             # record), by id of the token's principal, which the entry holds so the id stays its own.
             base = principal

@@ -39,7 +39,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from ..policy_dpop import Origin, normal_authority
 from .dpop_nonce import NonceIssuer
-from .jose import JoseError, Key, b64url_encode, json_object, parse_compact, verify_signature
+from .jose import JoseError, Key, b64url_decode, b64url_encode, json_object, parse_compact, verify_signature
 from .jwk import PRIVATE_MEMBERS, thumbprint, verification_key
 
 #: Longest ``jti`` accepted (RFC 9449 §11.1: bound what the replay cache holds; DPOP-13).
@@ -121,8 +121,13 @@ def _remove_dot_segments(path: str) -> str:
     return "/" + "/".join(output) + ("/" if trailing and output else "")
 
 
+_PLAIN_PATH = re.compile(rb"^/[A-Za-z0-9\-._~!$&'()*+,;=:@/]*\Z")
+
+
 def normal_path(raw: bytes) -> str | None:
     """A request path (raw bytes, no query) in normal form; None when it is malformed."""
+    if b"/." not in raw and _PLAIN_PATH.match(raw):
+        return raw.decode("ascii")  # nothing escaped, no dot-segment: already normal
     escaped = _normal_escapes(raw)
     if escaped is None:
         return None
@@ -189,7 +194,11 @@ class DPoPVerifier:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.algorithms = frozenset(algorithms)
-        self.origins = {(o.scheme, o.authority): o.prefix for o in origins}
+        #: Path prefixes per (scheme, authority): several origins may share a host.
+        self.origins: dict[tuple[str, str], tuple[str, ...]] = {}
+        for o in origins:
+            key = (o.scheme, o.authority)
+            self.origins[key] = (*self.origins.get(key, ()), o.prefix)
         self.max_age = max_age
         self.future_skew = future_skew
         self.max_proof_bytes = max_proof_bytes
@@ -199,6 +208,11 @@ class DPoPVerifier:
         self.replay_ttl = max_age + future_skew + 1.0
         self._keys: dict[tuple[Any, ...], tuple[Key, str, frozenset[str]]] = {}
         self._lock = threading.Lock()
+        #: Memos of pure functions of what clients send, bounded: header segment → (alg, key,
+        #: jkt) for headers that passed every check, htu → normal form, raw path → normal form.
+        self._headers: dict[str, tuple[str, Key, str]] = {}
+        self._htus: dict[str, tuple[str, str, str]] = {}
+        self._paths: dict[bytes, str] = {}
 
     # -- keys ------------------------------------------------------------------------------
 
@@ -241,30 +255,33 @@ class DPoPVerifier:
         raw_path: bytes | None,
         path: str,
         access_token: str,
+        token_digest: bytes | None = None,
     ) -> VerifiedProof:
-        """Check ``proof`` for a request; raises ProofError (E3) or NonceError (E4)."""
+        """Check ``proof`` for a request; raises ProofError (E3) or NonceError (E4).
+
+        ``token_digest`` is the SHA-256 of ``access_token`` when the caller has it already.
+        """
         if len(proof) > self.max_proof_bytes:
             raise ProofError("dpop.proof_too_large")
+        segments = proof.split(".")
+        hit = self._headers.get(segments[0]) if len(segments) == 3 else None
         try:
-            jws = parse_compact(proof, self.max_proof_bytes)
-        except JoseError as exc:
-            raise ProofError(f"dpop.{exc.reason}") from None
-        header = jws.header
-        if not _is_dpop_typ(header.get("typ")):
-            raise ProofError("dpop.typ_not_dpop_jwt")
-        alg = header.get("alg")
-        if not isinstance(alg, str) or alg not in self.algorithms:
-            raise ProofError("dpop.alg_not_allowed")
-        for name in _REFUSED_HEADERS:
-            if name in header:
-                raise ProofError(f"dpop.header_{name}_refused")
-        jwk = header.get("jwk")
-        if not isinstance(jwk, dict):
-            raise ProofError("dpop.jwk_missing")
-        key, jkt = self._key(jwk, alg)
-        try:
-            verify_signature(key, alg, jws.signing_input, jws.signature)
-            claims = json_object(jws.payload, "payload")
+            if hit is not None and _is_plain_base64url(proof):
+                # This exact header passed every header check before: only the payload and
+                # the signature are new (both still strictly decoded).
+                alg, key, jkt = hit
+                h, p, s = segments
+                payload = b64url_decode(p, "payload", alphabet_checked=True)
+                signature = b64url_decode(s, "signature", alphabet_checked=True)
+                if not signature:
+                    raise JoseError("signature_missing")
+                signing_input = f"{h}.{p}".encode("ascii")
+            else:
+                jws = parse_compact(proof, self.max_proof_bytes)
+                alg, key, jkt = self._header(jws.header, segments[0])
+                payload, signature, signing_input = jws.payload, jws.signature, jws.signing_input
+            verify_signature(key, alg, signing_input, signature)
+            claims = json_object(payload, "payload")
         except JoseError as exc:
             raise ProofError(f"dpop.{exc.reason}") from None
         jti, htm, htu, iat = claims.get("jti"), claims.get("htm"), claims.get("htu"), claims.get("iat")
@@ -289,7 +306,8 @@ class DPoPVerifier:
         ath = claims.get("ath")
         if not isinstance(ath, str):
             raise ProofError("dpop.ath_missing")
-        if not ath.isascii() or not hmac.compare_digest(ath, access_token_hash(access_token)):
+        digest = token_digest if token_digest is not None else hashlib.sha256(access_token.encode()).digest()
+        if not ath.isascii() or not hmac.compare_digest(ath, b64url_encode(digest)):
             raise ProofError("dpop.ath_mismatch")
         nonce_age = None
         if self.nonces is not None:
@@ -301,22 +319,69 @@ class DPoPVerifier:
             nonce_age = self.nonces.age(nonce)
             if nonce_age is None:
                 raise NonceError("dpop.nonce_invalid")
-        digest = hashlib.sha256(jti.encode("utf-8", "surrogatepass")).digest()
+        jti_digest = hashlib.sha256(jti.encode("utf-8", "surrogatepass")).digest()
         return VerifiedProof(
-            jkt=jkt, replay_key="dpop:jti:" + b64url_encode(digest), iat=float(iat), nonce_age=nonce_age
+            jkt=jkt, replay_key="dpop:jti:" + b64url_encode(jti_digest), iat=float(iat), nonce_age=nonce_age
         )
 
+    def _header(self, header: dict[str, Any], segment: str) -> tuple[str, Key, str]:
+        """The header checks (RFC 9449 §4.3 items 4-7): ``(alg, key, jkt)``; remembered by the
+        header's exact encoded segment, since a client repeats the same header in every proof."""
+        if not _is_dpop_typ(header.get("typ")):
+            raise ProofError("dpop.typ_not_dpop_jwt")
+        alg = header.get("alg")
+        if not isinstance(alg, str) or alg not in self.algorithms:
+            raise ProofError("dpop.alg_not_allowed")
+        if not _REFUSED.isdisjoint(header):
+            name = next(n for n in _REFUSED_HEADERS if n in header)
+            raise ProofError(f"dpop.header_{name}_refused")
+        jwk = header.get("jwk")
+        if not isinstance(jwk, dict):
+            raise ProofError("dpop.jwk_missing")
+        key, jkt = self._key(jwk, alg)
+        if len(segment) <= _MAX_CACHED_HEADER:
+            headers = self._headers
+            if len(headers) >= _HEADER_CACHE_ENTRIES:
+                headers.clear()
+            headers[segment] = (alg, key, jkt)
+        return alg, key, jkt
+
     def _check_htu(self, htu: str, raw_path: bytes | None, path: str) -> None:
-        parsed = normal_htu(htu)
+        parsed = self._htus.get(htu)
         if parsed is None:
-            raise ProofError("dpop.htu_invalid")
+            parsed = normal_htu(htu)
+            if parsed is None:
+                raise ProofError("dpop.htu_invalid")
+            _remember(self._htus, htu, parsed)
         scheme, authority, proof_path = parsed
-        prefix = self.origins.get((scheme, authority))
-        if prefix is None:
+        prefixes = self.origins.get((scheme, authority))
+        if prefixes is None:
             raise ProofError("dpop.htu_origin_mismatch")
-        target = request_path(raw_path, path)
-        if target is None or proof_path != prefix + target:
+        target = self._paths.get(raw_path) if raw_path is not None else None
+        if target is None:
+            target = request_path(raw_path, path)
+            if target is not None and raw_path is not None and raw_path.startswith(b"/"):
+                _remember(self._paths, raw_path, target)
+        if target is None or not any(proof_path == prefix + target for prefix in prefixes):
             raise ProofError("dpop.htu_path_mismatch")
+
+
+_CACHE_ENTRIES = 1024
+_HEADER_CACHE_ENTRIES = 1024
+_MAX_CACHED_HEADER = 2048
+_REFUSED = frozenset(_REFUSED_HEADERS)
+_BASE64URL_TOKEN = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\Z")
+
+
+def _is_plain_base64url(proof: str) -> bool:
+    return _BASE64URL_TOKEN.match(proof) is not None
+
+
+def _remember(cache: dict[Any, Any], key: Any, value: Any) -> None:
+    """Bounded memo: emptied when full, so unique values sent by a client cannot grow it."""
+    if len(cache) >= _CACHE_ENTRIES:
+        cache.clear()
+    cache[key] = value
 
 
 def _has_extra(jwk: dict[str, Any]) -> bool:
