@@ -27,7 +27,7 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
@@ -170,8 +170,17 @@ class CompactJWS:
     signature: bytes
 
 
-def parse_compact(token: str, max_length: int) -> CompactJWS:
-    """Split and decode a compact JWS; refuses JWE, JSON serialisation and oversize tokens."""
+#: Header segments longer than this are never remembered.
+MAX_MEMO_HEADER = 1024
+MEMO_ENTRIES = 256
+
+
+def parse_compact(token: str, max_length: int, memo: dict[str, dict[str, Any]] | None = None) -> CompactJWS:
+    """Split and decode a compact JWS; refuses JWE, JSON serialisation and oversize tokens.
+
+    ``memo`` remembers decoded headers by their exact encoded segment (an issuer signs every
+    token with the same header), bounded; callers must not modify a header they get back.
+    """
     if len(token) > max_length:
         raise JoseError("token_too_large")
     if token.encode("ascii", "replace").translate(None, _ALPHABET) != b".." or token.startswith("."):
@@ -182,7 +191,13 @@ def parse_compact(token: str, max_length: int) -> CompactJWS:
             raise JoseError("not_compact_jws")
         raise JoseError("not_base64url")
     h, p, s = token.split(".")
-    header = json_object(b64url_decode(h, "header", alphabet_checked=True), "header")
+    header = memo.get(h) if memo is not None else None
+    if header is None:
+        header = json_object(b64url_decode(h, "header", alphabet_checked=True), "header")
+        if memo is not None and len(h) <= MAX_MEMO_HEADER:
+            if len(memo) >= MEMO_ENTRIES:
+                memo.clear()
+            memo[h] = header
     payload = b64url_decode(p, "payload", alphabet_checked=True)
     signature = b64url_decode(s, "signature", alphabet_checked=True)
     if not signature:
@@ -256,19 +271,43 @@ def check_key_for_alg(key: Key, alg: str) -> None:
         raise JoseError("alg_not_supported")
 
 
+#: Key family per concrete key class, so verification dispatches on a dictionary lookup
+#: rather than on ``isinstance`` against cryptography's abstract classes.
+_FAMILIES: dict[type, str] = {}
+
+
+def _family(key: Key) -> str:
+    kind = type(key)
+    family = _FAMILIES.get(kind)
+    if family is None:
+        if isinstance(key, SharedSecret):
+            family = "hmac"
+        elif isinstance(key, rsa.RSAPublicKey):
+            family = "rsa"
+        elif isinstance(key, ec.EllipticCurvePublicKey):
+            family = "ec"
+        elif isinstance(key, (ed25519.Ed25519PublicKey, ed448.Ed448PublicKey)):
+            family = "eddsa"
+        else:
+            family = "unknown"
+        _FAMILIES[kind] = family
+    return family
+
+
 def verify_signature(key: Key, alg: str, signing_input: bytes, signature: bytes) -> None:
     """Verify one JWS signature with ``alg``: the algorithm the key is bound to."""
+    family = _family(key)
     try:
-        if alg in _HMAC and isinstance(key, SharedSecret):
-            expected = hmac.new(key.secret, signing_input, _HMAC[alg]).digest()
+        if family == "hmac" and alg in _HMAC:
+            expected = hmac.new(cast(SharedSecret, key).secret, signing_input, _HMAC[alg]).digest()
             if not hmac.compare_digest(expected, signature):
                 raise JoseError("signature_invalid")
-        elif alg in _PKCS1 and isinstance(key, rsa.RSAPublicKey):
-            key.verify(signature, signing_input, _PKCS1V15, _PKCS1[alg])
-        elif alg in _PSS and isinstance(key, rsa.RSAPublicKey):
+        elif family == "rsa" and alg in _PKCS1:
+            cast(rsa.RSAPublicKey, key).verify(signature, signing_input, _PKCS1V15, _PKCS1[alg])
+        elif family == "rsa" and alg in _PSS:
             pss, digest = _PSS[alg]
-            key.verify(signature, signing_input, pss, digest)
-        elif alg in _EC_CURVES and isinstance(key, ec.EllipticCurvePublicKey):
+            cast(rsa.RSAPublicKey, key).verify(signature, signing_input, pss, digest)
+        elif family == "ec" and alg in _EC_CURVES:
             _, size = _EC_CURVES[alg]
             if len(signature) != 2 * size:
                 raise JoseError("signature_length")
@@ -277,9 +316,11 @@ def verify_signature(key: Key, alg: str, signing_input: bytes, signature: bytes)
             n = _EC_ORDERS[alg]
             if not (0 < r < n and 0 < s < n):
                 raise JoseError("signature_out_of_range")
-            key.verify(encode_dss_signature(r, s), signing_input, _ECDSA[alg])
-        elif alg == "EdDSA" and isinstance(key, (ed25519.Ed25519PublicKey, ed448.Ed448PublicKey)):
-            key.verify(signature, signing_input)
+            cast(ec.EllipticCurvePublicKey, key).verify(
+                encode_dss_signature(r, s), signing_input, _ECDSA[alg]
+            )
+        elif family == "eddsa" and alg == "EdDSA":
+            cast(ed25519.Ed25519PublicKey, key).verify(signature, signing_input)
         else:
             raise JoseError("key_alg_mismatch")
     except InvalidSignature:

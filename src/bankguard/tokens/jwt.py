@@ -169,11 +169,13 @@ class JwtVerifier:
         self.max_future_iat = max_future_iat
         self.max_token_bytes = max_token_bytes
         self.clock = clock
+        #: Decoded headers by encoded segment (every token of an issuer key shares one).
+        self._headers: dict[str, dict[str, Any]] = {}
 
     def parse(self, token: str) -> ParsedJwt:
         """Decode and check the header; read the claims and pick the issuer. No signature check yet."""
         try:
-            jws = parse_compact(token, self.max_token_bytes)
+            jws = parse_compact(token, self.max_token_bytes, self._headers)
             header = jws.header
             for name, reason in _REFUSED_HEADER:
                 if name in header:
