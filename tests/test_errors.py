@@ -31,9 +31,12 @@ from bankguard.errors import (
     MethodOverrideRefused,
     NotFound,
     PayloadTooLarge,
+    RequestInvalid,
+    ResponseInvalid,
     RoleInvalid,
     ServiceUnavailable,
     TooManyRequests,
+    UnsupportedMediaType,
     UriTooLong,
     UseDPoPNonce,
 )
@@ -85,6 +88,9 @@ TABLE = [
     pytest.param(MethodNotAllowed, 405, None, False, "method-not-allowed", id="MethodNotAllowed"),
     pytest.param(PayloadTooLarge, 413, None, False, "payload-too-large", id="PayloadTooLarge"),
     pytest.param(UriTooLong, 414, None, False, "uri-too-long", id="UriTooLong"),
+    pytest.param(UnsupportedMediaType, 415, None, False, "unsupported-media-type", id="UnsupportedMediaType"),
+    pytest.param(RequestInvalid, 400, None, False, "request-invalid", id="RequestInvalid"),
+    pytest.param(ResponseInvalid, 502, None, False, "response-invalid", id="ResponseInvalid"),
     pytest.param(
         HeaderFieldsTooLarge, 431, None, False, "header-fields-too-large", id="HeaderFieldsTooLarge"
     ),

@@ -65,6 +65,9 @@ class Operation:
     requirement: ScopeRequirement | None = None
     #: PSD2 roles the client's certificate must hold.
     roles: tuple[str, ...] = ()
+    #: The operation's OpenAPI contract (:class:`bankguard.openapi.contract.OperationContract`),
+    #: when the policy names a spec.
+    contract: Any = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -16,6 +16,7 @@ The tree::
         │   ├── MethodOverrideRefused      400  X-HTTP-Method-Override and friends (OWASP API5)
         │   ├── InvalidInteractionId       400  x-fapi-interaction-id is not a UUID (FAPI1-B 6.2.2)
         │   ├── MalformedClientCertificate 400  a forwarded certificate header cannot be parsed (RFC 9440)
+        │   ├── RequestInvalid             400  the request breaks the OpenAPI contract (parameters, body)
         │   └── InvalidRequest             400  invalid_request: ambiguous or malformed credentials
         ├── AuthenticationRequired         401  no credentials, or an unsupported scheme (E1)
         ├── InvalidToken                   401  invalid_token (E2)
@@ -29,9 +30,11 @@ The tree::
         ├── NotFound                       404  no declared operation at this path
         ├── MethodNotAllowed               405  the path exists, the method does not (adds Allow)
         ├── PayloadTooLarge                413
+        ├── UnsupportedMediaType           415  a request body type the operation does not declare
         ├── UriTooLong                     414
         ├── HeaderFieldsTooLarge           431
         ├── TooManyRequests                429  (adds Retry-After)
+        ├── ResponseInvalid                502  the application's response breaks the OpenAPI contract
         └── ServiceUnavailable             503  (adds Retry-After)
             └── InternalFault              503  bankguard itself failed; fail closed
 
@@ -122,6 +125,9 @@ class Denied(BankGuardError):
         #: Also offer the other enabled schemes, without error, beside the tried one (a
         #: DPoP-bound token presented as Bearer, RFC 9449 §7.2).
         self.offer_all = False
+        #: Extension members of the problem document (RFC 9457 §3.2), e.g. the failed locations
+        #: of a contract violation; never submitted values, tokens or secrets.
+        self.extensions: dict[str, object] = {}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(reason={self.reason!r}, status={self.status})"
@@ -159,6 +165,25 @@ class InvalidRequest(BadRequest):
     slug = "invalid-request"
     title = "Invalid request"
     detail = "The request carries malformed or ambiguous credentials."
+
+
+class RequestInvalid(BadRequest):
+    """The request does not conform to the operation's OpenAPI contract. The problem lists the
+    failed locations (``errors``: location and check), never the submitted values."""
+
+    slug = "request-invalid"
+    title = "Request does not match the API contract"
+    detail = "The request does not match the API's contract; see errors."
+
+
+class ResponseInvalid(Denied):
+    """The application's response does not conform to the declared response schema; it is
+    replaced by this problem (RFC 9110 §15.6.3: the gateway got an invalid response)."""
+
+    status = 502
+    slug = "response-invalid"
+    title = "Invalid response"
+    detail = "The service produced a response that does not match the API's contract."
 
 
 class MalformedClientCertificate(BadRequest):
@@ -291,6 +316,15 @@ class PayloadTooLarge(Denied):
     slug = "payload-too-large"
     title = "Content Too Large"
     detail = "The request body exceeds the permitted size."
+
+
+class UnsupportedMediaType(Denied):
+    """The request body's media type is not one the operation declares (RFC 9110 §15.5.16)."""
+
+    status = 415
+    slug = "unsupported-media-type"
+    title = "Unsupported media type"
+    detail = "The request body's media type is not accepted by this operation."
 
 
 class UriTooLong(Denied):

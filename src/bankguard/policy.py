@@ -29,6 +29,7 @@ from .audit import AuditEvent
 from .errors import ConfigProblem, ConfigurationError
 from .policy_dpop import DPoPPolicy, Origin, StoragePolicy, parse_origins
 from .policy_mtls import HEADER_SOURCES, PSD2_ROLE_NAMES, ClientCertPolicy
+from .policy_openapi import OpenApiPolicy
 from .policy_tokens import PROFILE_ALGORITHMS, TokensPolicy
 
 log = logging.getLogger("bankguard")
@@ -299,6 +300,7 @@ class Policy(Section):
     client_cert: ClientCertPolicy = _section(ClientCertPolicy)
     dpop: DPoPPolicy = _section(DPoPPolicy)
     storage: StoragePolicy = _section(StoragePolicy)
+    openapi: OpenApiPolicy = _section(OpenApiPolicy)
 
     def _check(self) -> None:
         problems = []
@@ -372,7 +374,7 @@ class Policy(Section):
                 )
         if self.routes.undeclared == "allow":
             log.warning("policy: routes.undeclared is 'allow'; undeclared operations are not denied")
-        for name in ("request", "routes", "auth", "interaction_id", "tokens", "client_cert"):
+        for name in ("request", "routes", "auth", "interaction_id", "tokens", "client_cert", "openapi"):
             if getattr(self, name).mode == "report":
                 log.warning("policy: %s runs in report mode; its denials are logged, not enforced", name)
 

@@ -82,13 +82,15 @@ class ProblemRenderer:
         return out
 
     def render(self, denial: Denied, interaction_id: str, *, head: bool = False) -> ProblemResponse:
-        document = {
+        document: dict[str, object] = {
             "type": self.type_base + denial.slug,
             "title": denial.title,
             "status": denial.status,
             "detail": denial.detail,
             "interaction_id": interaction_id,
         }
+        for name, value in denial.extensions.items():
+            document.setdefault(name, value)  # never replaces the standard members
         body = json.dumps(document, separators=(",", ":"), ensure_ascii=True).encode("ascii")
         headers: list[tuple[str, str]] = [
             ("content-type", "application/problem+json"),

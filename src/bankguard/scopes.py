@@ -28,7 +28,9 @@ _SCOPE = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]+\Z")  # RFC 6749 §3.3 scope-tok
 
 @dataclass(frozen=True, slots=True)
 class ScopeRequirement:
-    """Scopes a token must grant: every one of ``all_of``, and one of each ``any_of`` group.
+    """Scopes a token must grant: every one of ``all_of``, one of each ``any_of`` group, and
+    every scope of at least one ``one_of`` alternative (an OpenAPI ``security`` list: OAS 3.1
+    §4.8.10, one requirement object per alternative).
 
     ``authenticated`` alone (no scopes) means a verified token is required, whatever it grants.
     """
@@ -36,25 +38,36 @@ class ScopeRequirement:
     all_of: frozenset[str] = frozenset()
     any_of: tuple[frozenset[str], ...] = ()
     authenticated: bool = False
+    one_of: tuple[frozenset[str], ...] = ()
 
     def __bool__(self) -> bool:
-        return bool(self.all_of or self.any_of or self.authenticated)
+        return bool(self.all_of or self.any_of or self.authenticated or self.one_of)
 
     def merge(self, other: ScopeRequirement | None) -> ScopeRequirement:
         if not other:
             return self
         groups = tuple(dict.fromkeys((*self.any_of, *other.any_of)))
-        return ScopeRequirement(self.all_of | other.all_of, groups, self.authenticated or other.authenticated)
+        if self.one_of and other.one_of:
+            # (A1 or A2) and (B1 or B2) = (A1+B1) or (A1+B2) or (A2+B1) or (A2+B2)
+            one_of = tuple(dict.fromkeys(a | b for a in self.one_of for b in other.one_of))
+        else:
+            one_of = self.one_of or other.one_of
+        return ScopeRequirement(
+            self.all_of | other.all_of, groups, self.authenticated or other.authenticated, one_of
+        )
 
     def unmet(self, granted: frozenset[str]) -> tuple[str, ...]:
         """The scopes to name in the challenge when ``granted`` falls short; empty when met."""
-        if not self.any_of and self.all_of <= granted:  # the usual case
+        if not self.any_of and not self.one_of and self.all_of <= granted:  # the usual case
             return ()
         missing = self.all_of - granted
         failed_groups = [g for g in self.any_of if not g & granted]
-        if not missing and not failed_groups:
+        closest: frozenset[str] = frozenset()
+        if self.one_of and not any(alt <= granted for alt in self.one_of):
+            closest = min(self.one_of, key=lambda alt: (len(alt - granted), sorted(alt)))
+        if not missing and not failed_groups and not closest:
             return ()
-        needed = set(self.all_of)
+        needed = set(self.all_of) | closest
         for group in failed_groups:
             needed |= group
         return tuple(sorted(needed))

@@ -12,7 +12,7 @@ and decoded forms could route differently.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 from ..decision import Operation
@@ -62,12 +62,15 @@ def _operation(spec: RouteSpec) -> Operation:
 class RouteTable:
     """All declared operations, compiled once."""
 
-    def __init__(self, specs: tuple[RouteSpec, ...]) -> None:
+    def __init__(self, specs: tuple[RouteSpec, ...], extra: Iterable[Operation] = ()) -> None:
         static: dict[str, dict[str, Operation]] = {}
         templated: dict[str, dict[str, Operation]] = {}
-        for spec in specs:
-            target = templated if _PARAM.search(spec.path) else static
-            target.setdefault(spec.path, {})[spec.method] = _operation(spec)
+        operations = list(extra)  # from the OpenAPI spec, already merged with the policy's
+        taken = {(op.method, op.path) for op in operations}
+        operations += [_operation(s) for s in specs if (s.method, s.path) not in taken]
+        for op in operations:
+            target = templated if _PARAM.search(op.path) else static
+            target.setdefault(op.path, {})[op.method] = op
         self._static = static
         # Literal segments beat parameters: sort templates by their number of parameters.
         self._templates = [
@@ -109,10 +112,10 @@ class RouteTable:
 class RouteCheck:
     name = "routes"
 
-    def __init__(self, policy: RoutesPolicy) -> None:
+    def __init__(self, policy: RoutesPolicy, extra: Iterable[Operation] = ()) -> None:
         self.mode = policy.mode
         self.deny_undeclared = policy.undeclared == "deny"
-        self.table = RouteTable(policy.operations)
+        self.table = RouteTable(policy.operations, extra)
 
     def run(self, facts: RequestFacts, state: State) -> None:
         try:
