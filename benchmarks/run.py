@@ -1,6 +1,6 @@
 """In-process throughput of a bare app versus the same app wrapped by bankguard.
 
-    python benchmarks/run.py            # full run (about a minute)
+    python benchmarks/run.py            # full run (a few minutes)
     python benchmarks/run.py --quick    # a few seconds, for CI smoke runs
 
 Each case drives the application directly through its interface (an ASGI call or a
@@ -27,6 +27,7 @@ from flask import Flask, jsonify
 
 import dpop  # benchmarks/dpop.py, beside this script
 import mtls  # benchmarks/mtls.py, beside this script
+import openapi  # benchmarks/openapi.py, beside this script
 import tokens  # benchmarks/tokens.py, beside this script
 from bankguard import BankGuardMiddleware, BankGuardWSGI, Guard, Policy
 from bankguard.audit import EventCollector
@@ -231,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     tokens.report(rounds, 50 if args.quick else 300)
     mtls.report(rounds, 300 if args.quick else 3000)
     dpop.report(rounds, 100 if args.quick else 1000)
+    openapi.report(rounds, 8 if args.quick else 40, quick=args.quick)
     return 0
 
 

@@ -2,25 +2,35 @@
 
 Field names follow the UK Open Banking Read/Write API (v3.1 style): ``Data`` / ``Links`` /
 ``Meta`` envelopes, ``AccountId``, ``CreditDebitIndicator``, amounts as decimal strings and
-``UK.OBIE.*`` error codes. All names, sort codes and account numbers are made up.
+``UK.OBIE.*`` error codes; ``examples/openapi.yaml`` is their contract. All names, sort codes,
+account and card numbers are made up.
+
+Like many a core banking system, this one keeps more in its records than an API may show: each
+account carries the bank's internal risk rating, and card transactions the full card number.
+The handlers return the records as they are; bankguard, enforcing the contract, removes what it
+does not declare (``InternalRiskRating``) and masks card numbers to first six / last four
+digits before a response leaves (PSD2 data minimisation, PCI DSS v4.0 req. 3.4.1).
 """
 
 from __future__ import annotations
 
+import re
 import threading
 import uuid
 from collections.abc import Iterable, Mapping
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 CURRENCY = "GBP"
 AS_OF = "2024-07-31T23:59:59+00:00"
 
 
-def _account(account_id: str, sub_type: str, nickname: str, number: str, name: str) -> dict[str, Any]:
+def _account(
+    account_id: str, sub_type: str, nickname: str, number: str, name: str, risk: str
+) -> dict[str, Any]:
     return {
         "AccountId": account_id,
         "Status": "Enabled",
@@ -29,16 +39,35 @@ def _account(account_id: str, sub_type: str, nickname: str, number: str, name: s
         "AccountSubType": sub_type,
         "Nickname": nickname,
         "Account": [{"SchemeName": "UK.OBIE.SortCodeAccountNumber", "Identification": number, "Name": name}],
+        # The bank's own assessment (anti-money-laundering / credit), never for third parties.
+        # Not in the contract: bankguard strips it from every response.
+        "InternalRiskRating": risk,
     }
 
 
 ACCOUNTS: list[dict[str, Any]] = [
-    _account("22289", "CurrentAccount", "Bills", "80200110203345", "Kevin Smith"),
-    _account("31820", "CurrentAccount", "Household", "80200110203348", "Kevin and Ann Smith"),
-    _account("44910", "Savings", "Rainy day", "80200110203351", "Kevin Smith"),
+    _account("22289", "CurrentAccount", "Bills", "80200110203345", "Kevin Smith", "Medium"),
+    _account("31820", "CurrentAccount", "Household", "80200110203348", "Kevin and Ann Smith", "Low"),
+    _account("44910", "Savings", "Rainy day", "80200110203351", "Kevin Smith", "Low"),
 ]
 _OPENING = {"22289": Decimal("312.18"), "31820": Decimal("412.75"), "44910": Decimal("1500.00")}
 _CREDIT_LINE = {"22289": Decimal("500.00")}  # arranged overdraft, counted in the available balance
+# The debit card of each current account, as the card system records it: the full card number
+# (Luhn-valid, made up). bankguard masks it in responses (first six / last four digits).
+_CARDS = {
+    "22289": {
+        "CardSchemeName": "VISA",
+        "AuthorisationType": "Contactless",
+        "Name": "Kevin Smith",
+        "Identification": "4659432109876541",
+    },
+    "31820": {
+        "CardSchemeName": "MasterCard",
+        "AuthorisationType": "PIN",
+        "Name": "Ann Smith",
+        "Identification": "5355220012345678",
+    },
+}
 
 # ISO 20022 style BankTransactionCode (Code, SubCode) by kind of transaction.
 _CODES = {
@@ -91,24 +120,25 @@ def _build_transactions() -> tuple[dict[str, list[dict[str, Any]]], dict[str, De
                 amount, indicator = _money(value)
                 running, running_indicator = _money(balance)
                 booked = f"2024-{month:02d}-{day:02d}T09:30:00+00:00"
-                rows.append(
-                    {
-                        "AccountId": account_id,
-                        "TransactionId": f"{account_id}-2024{month:02d}{day:02d}-{len(rows) + 1:03d}",
-                        "CreditDebitIndicator": indicator,
-                        "Status": "Booked",
-                        "BookingDateTime": booked,
-                        "ValueDateTime": booked,
-                        "TransactionInformation": information,
-                        "Amount": amount,
-                        "BankTransactionCode": {"Code": code, "SubCode": sub_code},
-                        "Balance": {
-                            "Amount": running,
-                            "CreditDebitIndicator": running_indicator,
-                            "Type": "InterimBooked",
-                        },
-                    }
-                )
+                row: dict[str, Any] = {
+                    "AccountId": account_id,
+                    "TransactionId": f"{account_id}-2024{month:02d}{day:02d}-{len(rows) + 1:03d}",
+                    "CreditDebitIndicator": indicator,
+                    "Status": "Booked",
+                    "BookingDateTime": booked,
+                    "ValueDateTime": booked,
+                    "TransactionInformation": information,
+                    "Amount": amount,
+                    "BankTransactionCode": {"Code": code, "SubCode": sub_code},
+                }
+                if kind == "card":
+                    row["CardInstrument"] = dict(_CARDS[account_id])
+                row["Balance"] = {
+                    "Amount": running,
+                    "CreditDebitIndicator": running_indicator,
+                    "Type": "InterimBooked",
+                }
+                rows.append(row)
         transactions[account_id] = rows
         closing[account_id] = balance
     return transactions, closing
@@ -156,14 +186,62 @@ def balances_document(account: dict[str, Any]) -> dict[str, Any]:
     return envelope({"Balance": balances}, f"/accounts/{account_id}/balances", TotalPages=1)
 
 
-def transactions_document(account: dict[str, Any]) -> dict[str, Any]:
-    rows = TRANSACTIONS[account["AccountId"]]
+class InvalidQuery(ValueError):
+    """A query parameter the app cannot use; the apps answer 400 with :func:`invalid_query`."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
+
+
+# RFC 3339 §5.6 date-time, with its offset (a local time would be ambiguous).
+_DATE_TIME = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?(?:([Zz])|([+-])(\d{2}):(\d{2}))\Z",
+    re.ASCII,
+)
+
+
+def booking_time(name: str, value: str | None) -> datetime | None:
+    """The ``fromBookingDateTime`` / ``toBookingDateTime`` query parameter: an RFC 3339 date-time.
+
+    The contract says so too, and bankguard refuses other values first (400 request-invalid);
+    the app checks again, so that it stays safe with the contract in ``report`` mode."""
+    if value is None:
+        return None
+    m = _DATE_TIME.match(value)
+    if m is None:
+        raise InvalidQuery(name)
+    year, month, day, hour, minute, second = (int(g) for g in m.group(1, 2, 3, 4, 5, 6))
+    micro = int((m.group(7) or "0")[:6].ljust(6, "0"))
+    try:
+        if m.group(8):
+            zone = timezone.utc
+        else:
+            sign = -1 if m.group(9) == "-" else 1
+            zone = timezone(sign * timedelta(hours=int(m.group(10)), minutes=int(m.group(11))))
+        # A leap second (:60) counts as the last instant of its minute.
+        return datetime(year, month, day, hour, minute, min(second, 59), micro, tzinfo=zone)
+    except (ValueError, OverflowError):  # no such day or time, an offset of 24 h or more
+        raise InvalidQuery(name) from None
+
+
+def transactions_document(
+    account: dict[str, Any], booked_from: datetime | None = None, booked_to: datetime | None = None
+) -> dict[str, Any]:
+    """The account's transactions booked within ``[booked_from, booked_to]`` (both optional)."""
+    every = TRANSACTIONS[account["AccountId"]]
+    rows = [
+        row
+        for row in every
+        if (booked_from is None or booked_from <= datetime.fromisoformat(row["BookingDateTime"]))
+        and (booked_to is None or datetime.fromisoformat(row["BookingDateTime"]) <= booked_to)
+    ]
     return envelope(
         {"Transaction": rows},
         f"/accounts/{account['AccountId']}/transactions",
         TotalPages=1,
-        FirstAvailableDateTime=rows[0]["BookingDateTime"],
-        LastAvailableDateTime=rows[-1]["BookingDateTime"],
+        FirstAvailableDateTime=every[0]["BookingDateTime"],
+        LastAvailableDateTime=every[-1]["BookingDateTime"],
     )
 
 
@@ -180,16 +258,17 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class OBAmount(_Strict):
-    Amount: str = Field(pattern=r"^\d{1,13}(\.\d{1,5})?$")
-    Currency: str = Field(pattern=r"^[A-Z]{3}$")
+#: An amount to pay: up to 13 digits before the point and 5 after, not zero, no leading zeros
+#: (``OBPositiveAmount`` in examples/openapi.yaml; the same pattern).
+POSITIVE_AMOUNT = (
+    r"^(?:[1-9][0-9]{0,12}(?:\.[0-9]{1,5})?"
+    r"|0\.(?:[1-9][0-9]{0,4}|0[1-9][0-9]{0,3}|00[1-9][0-9]{0,2}|000[1-9][0-9]?|0000[1-9]))$"
+)
 
-    @field_validator("Amount")
-    @classmethod
-    def _positive(cls, value: str) -> str:
-        if Decimal(value) <= 0:
-            raise ValueError("must be greater than zero")
-        return value
+
+class OBAmount(_Strict):
+    Amount: str = Field(pattern=POSITIVE_AMOUNT)
+    Currency: str = Field(pattern=r"^[A-Z]{3}$")
 
 
 class OBCashAccount(_Strict):
@@ -261,6 +340,12 @@ def account_not_found(error_id: str) -> dict[str, Any]:
     # The id the client sent is not repeated back: error bodies never reflect request input.
     error = {"ErrorCode": "UK.OBIE.Resource.NotFound", "Message": "No account with this AccountId"}
     return error_document("404 NotFound", "Account not found", [error], error_id)
+
+
+def invalid_query(name: str, error_id: str) -> dict[str, Any]:
+    # The parameter is named, its value is not repeated back.
+    error = {"ErrorCode": "UK.OBIE.Field.InvalidDate", "Message": "Not an RFC 3339 date-time", "Path": name}
+    return error_document("400 BadRequest", "The query is invalid", [error], error_id)
 
 
 class NotJson(ValueError):

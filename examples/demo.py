@@ -22,9 +22,10 @@ repeated header lines, and targets such as ``/accounts/../admin`` exactly as wri
 
 For each request the demo prints what was sent (tokens and proofs described, never in full), the
 status, bankguard's decision as written to its audit log (the ``bankguard.audit`` logger), what
-the app saw of the caller, the ``WWW-Authenticate`` challenges of a refusal, and a summary of the
-response. It exits with 0 when every scenario got the expected answer, 1 if not. Both servers
-are stopped before it exits.
+the app saw of the caller, what bankguard did to the response under the API's OpenAPI contract
+(``examples/openapi.yaml``: undeclared properties removed, card numbers masked), the
+``WWW-Authenticate`` challenges of a refusal, and a summary of the response. It exits with 0
+when every scenario got the expected answer, 1 if not. Both servers are stopped before it exits.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import copy
 import http.client
 import importlib
 import json
@@ -110,7 +112,9 @@ class Recorder(logging.Handler):
     """Collects bankguard's audit events, its operational log and the example apps' log lines.
 
     bankguard's default audit sink logs each decision on ``bankguard.audit`` and attaches the
-    :class:`~bankguard.AuditEvent` to the record as ``bankguard_event``. Operational messages
+    :class:`~bankguard.AuditEvent` to the record as ``bankguard_event``. What the OpenAPI contract
+    did to a response (properties removed, a response replaced) is a second event for the same
+    interaction id, with a reason ``openapi.response_*``; those are kept apart. Operational messages
     (policy warnings, key set fetches) go to the ``bankguard`` logger. The example apps log the
     operation, interaction id, client id and token binding they read from bankguard on the
     ``examples`` logger.
@@ -119,13 +123,18 @@ class Recorder(logging.Handler):
     def __init__(self) -> None:
         super().__init__(level=logging.INFO)
         self.events: dict[str, AuditEvent] = {}
+        #: Events about responses (the contract's response path), by interaction id.
+        self.response_events: dict[str, list[AuditEvent]] = {}
         self.app_saw: dict[str, Served] = {}
         self.messages: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
         event = getattr(record, "bankguard_event", None)
         if isinstance(event, AuditEvent):
-            self.events[event.interaction_id] = event
+            if (event.reason or "").startswith("openapi.response"):
+                self.response_events.setdefault(event.interaction_id, []).append(event)
+            else:
+                self.events[event.interaction_id] = event
         elif interaction_id := getattr(record, "interaction_id", None):
             served = Served(
                 getattr(record, "operation", None),
@@ -396,6 +405,8 @@ class Result:
     app_saw: Served | None
     #: The DPoP proof sent, if any.
     proof: str | None = None
+    #: What bankguard did to the response under the contract (removed properties, replaced it).
+    response_events: list[AuditEvent] = field(default_factory=list)
     #: Lines the checks add to the printed report.
     notes: list[str] = field(default_factory=list)
 
@@ -519,6 +530,62 @@ def _replaced(r: Result) -> list[str]:
     return problems
 
 
+def _minimised(r: Result, removed: str) -> list[str]:
+    """The audit event of the response says which property was removed (never its value)."""
+    events = [e for e in r.response_events if e.reason == "openapi.response_minimised"]
+    if not events or f"openapi.removed{removed}" not in events[0].notes:
+        return [f"no audit event about removing {removed}"]
+    return []
+
+
+def _internal_field_removed(r: Result) -> list[str]:
+    doc = r.json() or {}
+    accounts = doc.get("Data", {}).get("Account", [])
+    record = examples_module("bank_data").get_account("44910")
+    problems = [] if "InternalRiskRating" in record else ["the app's record has no InternalRiskRating"]
+    if not accounts or any("InternalRiskRating" in a for a in accounts):
+        problems.append("InternalRiskRating reached the client")
+    problems += _minimised(r, "/Data/Account/0/InternalRiskRating")
+    r.notes.append("InternalRiskRating: in the app's record, not in the contract: removed")
+    return problems
+
+
+PAN_MASKED = re.compile(r"^[0-9]{6}\*{6}[0-9]{4}$")
+
+
+def _card_numbers_masked(r: Result) -> list[str]:
+    doc = r.json() or {}
+    rows = doc.get("Data", {}).get("Transaction", [])
+    cards = [row["CardInstrument"]["Identification"] for row in rows if "CardInstrument" in row]
+    full = {
+        row["CardInstrument"]["Identification"]
+        for row in examples_module("bank_data").TRANSACTIONS["22289"]
+        if "CardInstrument" in row
+    }
+    problems = [] if cards else ["no card transaction in the response"]
+    if not all(PAN_MASKED.match(card) for card in cards) or any(number in r.body.decode() for number in full):
+        problems.append(f"card numbers not masked: {cards}")
+    if cards:
+        r.notes.append(f"CardInstrument.Identification {cards[0]} (in full in the app's record)")
+    return problems
+
+
+def _request_invalid(*expected: tuple[str, str]) -> Check:
+    """The 400 problem lists exactly these failed (location, check) pairs."""
+
+    def check(r: Result) -> list[str]:
+        doc = r.json() or {}
+        got = [(e.get("location"), e.get("check")) for e in doc.get("errors", [])]
+        problems = (
+            [] if sorted(got) == sorted(expected) else [f"expected the errors {list(expected)}, got {got}"]
+        )
+        if str(doc.get("type", "")).rsplit("/", 1)[-1] != "request-invalid":
+            problems.append(f"the problem type is {doc.get('type')!r}")
+        return problems
+
+    return check
+
+
 def _header(name: str, must_contain: str) -> Check:
     def check(r: Result) -> list[str]:
         values = r.headers.get_all(name) or []
@@ -560,6 +627,11 @@ INVALID_PROOF = _challenges((f"{DPOP_CHALLENGE}, ", 'error="invalid_dpop_proof"'
 
 def scenarios(t: Tokens, origin: str) -> list[Scenario]:
     payment = json.dumps(PAYMENT).encode()
+    # A decimal comma, a lower-case currency, and a status the client has no business setting
+    # (mass assignment, OWASP API3).
+    bad_payment = copy.deepcopy(PAYMENT)
+    bad_payment["Data"]["Initiation"]["InstructedAmount"] = {"Amount": "165,88", "Currency": "gbp"}
+    bad_payment["Data"]["Status"] = "AcceptedSettlementCompleted"
     oversized = dict(PAYMENT, Risk={"PaymentContextCode": "EcommerceGoods", "Notes": "x" * 40_000})
     aisp = t.accounts.key
     assert aisp is not None
@@ -578,7 +650,7 @@ def scenarios(t: Tokens, origin: str) -> list[Scenario]:
         # Allowed.
         Scenario("Health check: public, no token", "GET", "/health", 200, summary=_health),
         Scenario(
-            "List accounts (scope in the policy)",
+            "List accounts (scope in the contract)",
             "GET",
             "/accounts",
             200,
@@ -587,7 +659,7 @@ def scenarios(t: Tokens, origin: str) -> list[Scenario]:
         ),
         Scenario("Read one account", "GET", "/accounts/22289", 200, t.accounts, summary=_account),
         Scenario(
-            "Read its balances (scope in app.py)",
+            "Read its balances (scope in the contract and app.py)",
             "GET",
             "/accounts/22289/balances",
             200,
@@ -595,7 +667,7 @@ def scenarios(t: Tokens, origin: str) -> list[Scenario]:
             summary=_balances,
         ),
         Scenario(
-            "Read its transactions (scope in app.py)",
+            "Read its transactions (scope in the contract and app.py)",
             "GET",
             "/accounts/22289/transactions",
             200,
@@ -620,6 +692,52 @@ def scenarios(t: Tokens, origin: str) -> list[Scenario]:
             headers=(JSON,),
             body=payment,
             summary=_payment,
+        ),
+        # The API's OpenAPI contract (examples/openapi.yaml): responses minimised, requests validated.
+        Scenario(
+            "Contract: a field the contract does not declare is removed",
+            "GET",
+            "/accounts/44910",
+            200,
+            t.accounts,
+            summary=_account,
+            check=_internal_field_removed,
+        ),
+        Scenario(
+            "Contract: card numbers are masked (first six, last four)",
+            "GET",
+            "/accounts/22289/transactions?fromBookingDateTime=2024-07-01T00:00:00Z"
+            "&toBookingDateTime=2024-07-10T00:00:00Z",
+            200,
+            t.accounts,
+            summary=_transactions,
+            check=_card_numbers_masked,
+        ),
+        Scenario(
+            "Contract: a booking date that is not a date-time",
+            "GET",
+            "/accounts/22289/transactions?fromBookingDateTime=last%20Tuesday",
+            400,
+            t.accounts,
+            denied_by="openapi",
+            reason="openapi.request_invalid",
+            check=_request_invalid(("query.fromBookingDateTime", "format")),
+        ),
+        Scenario(
+            "Contract: a payment that breaks the schema",
+            "POST",
+            "/domestic-payments",
+            400,
+            t.payments,
+            headers=(JSON,),
+            body=json.dumps(bad_payment).encode(),
+            denied_by="openapi",
+            reason="openapi.request_invalid",
+            check=_request_invalid(
+                ("body/Data", "additionalProperties"),
+                ("body/Data/Initiation/InstructedAmount/Amount", "pattern"),
+                ("body/Data/Initiation/InstructedAmount/Currency", "pattern"),
+            ),
         ),
         Scenario(
             "A valid x-fapi-interaction-id is echoed",
@@ -744,7 +862,7 @@ def scenarios(t: Tokens, origin: str) -> list[Scenario]:
             check=NO_CREDENTIALS,  # no error: nothing was tried (RFC 6750 §3.1)
         ),
         Scenario(
-            "An accounts token cannot pay (scope in the policy)",
+            "An accounts token cannot pay (scope in the contract)",
             "POST",
             "/domestic-payments",
             403,
@@ -756,7 +874,7 @@ def scenarios(t: Tokens, origin: str) -> list[Scenario]:
             check=_challenges((f"{DPOP_CHALLENGE}, ", 'error="insufficient_scope"', 'scope="payments"')),
         ),
         Scenario(
-            "A payments token cannot list accounts (scope in the policy)",
+            "A payments token cannot list accounts (scope in the contract)",
             "GET",
             "/accounts",
             403,
@@ -766,7 +884,7 @@ def scenarios(t: Tokens, origin: str) -> list[Scenario]:
             check=_challenges((f"{DPOP_CHALLENGE}, ", 'error="insufficient_scope"', 'scope="accounts"')),
         ),
         Scenario(
-            "Nor read balances (scope in app.py, enforced before it runs)",
+            "Nor read balances (contract and app.py, before the app runs)",
             "GET",
             "/accounts/22289/balances",
             403,
@@ -934,6 +1052,7 @@ def send(host: str, port: int, origin: str, s: Scenario, recorder: Recorder) -> 
         event=recorder.events.get(interaction_id),
         app_saw=recorder.app_saw.get(interaction_id),
         proof=next((value for name, value in credentials if name == "DPoP"), None),
+        response_events=recorder.response_events.get(interaction_id, []),
     )
 
 
@@ -983,6 +1102,26 @@ def _decision(event: AuditEvent) -> str:
     return line
 
 
+def _response_decision(event: AuditEvent) -> str:
+    """What the contract did to the response: counts and removed pointers, never values."""
+    if event.outcome == "deny":
+        return f"bankguard, response: replaced by a {event.status} problem, reason {event.reason}"
+    counts = dict(
+        note.removeprefix("openapi.").split(":", 1)
+        for note in event.notes
+        if note.startswith(("openapi.removed_", "openapi.masked:"))
+    )
+    removed = [
+        note.removeprefix("openapi.removed") for note in event.notes if note.startswith("openapi.removed/")
+    ]
+    undeclared, unauthorised = counts.get("removed_undeclared", 0), counts.get("removed_unauthorised", 0)
+    where = f" ({removed[0]}{f', +{len(removed) - 1}' if len(removed) > 1 else ''})" if removed else ""
+    return (
+        f"bankguard, response: {event.reason}: removed {undeclared} undeclared{where}, "
+        f"{unauthorised} unauthorised; masked {counts.get('masked', 0)}"
+    )
+
+
 def report(n: int, s: Scenario, r: Result, problems: list[str], wsgi: bool) -> None:
     verdict = f"{r.status} {r.reason}"
     if problems:
@@ -1005,6 +1144,8 @@ def report(n: int, s: Scenario, r: Result, problems: list[str], wsgi: bool) -> N
     if r.app_saw is not None:  # what the app read from bankguard's verified principal
         caller = f"client {r.app_saw.client_id}" if r.app_saw.client_id else "an anonymous caller"
         print(f"     app: served {caller}, principal.binding {r.app_saw.binding}")
+    for event in r.response_events:  # what the contract did to the app's response
+        print(f"     {_response_decision(event)}")
     lines = []
     doc = r.json()
     if s.summary is not None and isinstance(doc, dict):
@@ -1013,6 +1154,7 @@ def report(n: int, s: Scenario, r: Result, problems: list[str], wsgi: bool) -> N
     elif r.headers.get_content_type() == "application/problem+json" and isinstance(doc, dict):
         slug = str(doc.get("type", "")).rsplit("/", 1)[-1]
         lines.append(f'problem "{doc.get("title")}" (type {slug})')
+        lines += [f"failed: {e.get('location')} ({e.get('check')})" for e in doc.get("errors", [])]
     lines += r.notes
     for i, line in enumerate(lines):
         print(f"     {'response:' if i == 0 else '':<10} {_elide(line)}")

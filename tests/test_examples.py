@@ -28,14 +28,19 @@ from typing import Any
 from urllib.parse import urlencode
 
 import pytest
+import yaml
+from hypothesis import given
+from hypothesis import strategies as st
 
 from bankguard import Policy, ScopeRequirement, cli
+from bankguard.openapi.contract import Contract, load_contract
 from bankguard.testing import DPoPKey, TestIssuer
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 APPS = {"fastapi": "examples.fastapi_app.app", "flask": "examples.flask_app.app"}
 POLICIES = {name: EXAMPLES / f"{name}_app" / "policy.yaml" for name in APPS}
+SPEC = EXAMPLES / "openapi.yaml"  # the API's contract, named by both policies
 HOST = "127.0.0.1"
 AS_PORT = 8765  # the issuer the example policies trust
 APP_PORT = 8000  # the policies' external origin, where the demo serves the app
@@ -184,6 +189,17 @@ COMMON_LINES = [
     "> GET /accounts/../admin",
     "bankguard: deny by request, reason request.dot_segment",
     "bankguard: deny by request, reason request.method_override_header",
+    # the API's contract: responses minimised, requests validated
+    "bankguard, response: openapi.response_minimised: removed 1 undeclared "
+    "(/Data/Account/0/InternalRiskRating), 0 unauthorised",
+    "InternalRiskRating: in the app's record, not in the contract: removed",
+    "CardInstrument.Identification 465943******6541 (in full in the app's record)",
+    "bankguard: deny by openapi, reason openapi.request_invalid (client aisp-demo)\n"
+    '     response:  problem "Request does not match the API contract" (type request-invalid)\n'
+    "                failed: query.fromBookingDateTime (format)\n",
+    "bankguard: deny by openapi, reason openapi.request_invalid (client pisp-demo)",
+    "failed: body/Data/Initiation/InstructedAmount/Amount (pattern)",
+    "failed: body/Data (additionalProperties)",
 ]
 
 #: The DPoP scenarios: title -> status, audit reason, the WWW-Authenticate lines (whole or start).
@@ -269,7 +285,9 @@ def check_dpop_scenarios(stdout: str) -> None:
     assert sent == replayed
     # The thief's proofs are signed by another key than the client's.
     key = re.compile(r"^> DPoP: <proof .*, key (\S+)>")
-    client = {m.group(1) for line in blocks["List accounts (scope in the policy)"] if (m := key.match(line))}
+    client = {
+        m.group(1) for line in blocks["List accounts (scope in the contract)"] if (m := key.match(line))
+    }
     thief = {
         m.group(1)
         for line in blocks["DPoP: a stolen token, with proofs of the thief's key"]
@@ -553,7 +571,12 @@ def test_auth_server_wants_one_dpop_header(authz: Any) -> None:
     assert (status, answer["error"]) == (400, "invalid_dpop_proof")
 
 
-# -- each app serves exactly the operations its policy declares -----------------------------
+# -- each app serves exactly the operations of its contract --------------------------------
+
+
+@pytest.fixture(scope="module")
+def contract() -> Contract:
+    return load_contract(SPEC)
 
 
 def _without_implicit(routes: set[tuple[str, str]]) -> set[tuple[str, str]]:
@@ -572,20 +595,44 @@ def _app_routes(name: str, app: Any) -> set[tuple[str, str]]:
 
 
 @pytest.mark.parametrize("name", list(APPS))
-def test_app_routes_match_policy(name: str, apps: dict[str, Any]) -> None:
-    declared = {(op.method, op.path) for op in Policy.from_yaml(POLICIES[name]).routes.operations}
+def test_app_routes_match_the_contract(name: str, apps: dict[str, Any], contract: Contract) -> None:
+    declared = {(op.method, op.path) for op in contract.operations}
     served = _without_implicit(_app_routes(name, apps[name]))
-    assert served - declared == set(), "routes the app serves but the policy does not declare"
-    assert declared - served == set(), "operations the policy declares but the app does not serve"
+    assert served - declared == set(), "routes the app serves but the contract does not declare"
+    assert declared - served == set(), "operations the contract declares but the app does not serve"
+    # The policy declares no operation of its own (it would only add what a contract cannot
+    # say, such as PSD2 roles), so nothing in it can contradict the contract.
+    policy = Policy.from_yaml(POLICIES[name])
+    assert policy.routes.operations == ()
+    assert policy.routes.undeclared == "deny"
 
 
-#: Where each operation's scopes are declared: (in the policy, in the app's code); None: public.
+def test_contract_loads_cleanly(contract: Contract) -> None:
+    assert contract.version == "3.0.3"
+    assert contract.warnings == ()
+    assert load_contract(SPEC, strict=True).warnings == ()  # no tolerated defect either
+    assert contract.base_paths == ("",)  # served at the origin's root
+    assert {name: scheme["type"] for name, scheme in contract.security_schemes.items()} == {
+        "TPPOAuth2Security": "oauth2"
+    }
+    assert [op.operation_id for op in contract.operations] == list(SCOPES)
+
+
+def test_contract_is_a_valid_openapi_document() -> None:
+    from openapi_spec_validator import validate
+    from openapi_spec_validator.readers import read_from_filename
+
+    document, _ = read_from_filename(str(SPEC))
+    validate(document)  # raises on an invalid document (OpenAPI 3.0 schema and semantics)
+
+
+#: Where each operation's scopes are declared: (in the contract, in the app's code); None: public.
 SCOPES: dict[str, tuple[set[str], set[str]] | None] = {
     "GetHealth": None,
     "GetAccounts": ({"accounts"}, set()),
     "GetAccount": ({"accounts"}, set()),
-    "GetBalances": (set(), {"accounts"}),
-    "GetTransactions": (set(), {"accounts"}),
+    "GetBalances": ({"accounts"}, {"accounts"}),
+    "GetTransactions": ({"accounts"}, {"accounts"}),
     "CreateDomesticPayment": ({"payments"}, set()),
 }
 
@@ -609,15 +656,24 @@ def _declared_in_code(name: str, app: Any, method: str, path: str) -> ScopeRequi
 
 
 @pytest.mark.parametrize("name", list(APPS))
-def test_scopes_are_declared_where_the_examples_say(name: str, apps: dict[str, Any]) -> None:
+def test_scopes_are_declared_where_the_examples_say(
+    name: str, apps: dict[str, Any], contract: Contract
+) -> None:
     found: dict[str, tuple[set[str], set[str]] | None] = {}
-    for op in Policy.from_yaml(POLICIES[name]).routes.operations:
+    for op in contract.operations:
         path = op.path.replace("{AccountId}", "22289")
         in_code = _declared_in_code(name, apps[name], op.method, path)
         assert in_code is None or not in_code.any_of
         code = set(in_code.all_of) if in_code else set()
-        assert not op.any_scopes
-        found[str(op.id)] = None if op.public and not code else (set(op.scopes), code)
+        # One alternative of one OAuth2 scheme each; security: [] makes GET /health public.
+        assert op.security is not None
+        if op.security == ():
+            found[str(op.operation_id)] = None if not code else (set(), code)
+            continue
+        ((scheme, scopes),) = op.security[0]
+        assert len(op.security) == 1
+        assert scheme == "TPPOAuth2Security"
+        found[str(op.operation_id)] = (set(scopes), code)
     assert found == SCOPES
 
 
@@ -627,7 +683,9 @@ def test_policy_passes_check_policy(name: str, capsys: pytest.CaptureFixture[str
     assert cli.main(["check-policy", str(POLICIES[name])]) == 0
     out = capsys.readouterr().out
     assert f"{POLICIES[name]}: OK" in out
-    assert "6 operations (1 public); undeclared: deny" in out
+    assert "undeclared: deny" in out
+    # check-policy loads the contract too, so a broken spec fails here rather than at start-up.
+    assert f"{SPEC}: OpenAPI 3.0.3, 6 operations" in out
 
 
 def test_policies_are_the_same() -> None:
@@ -644,6 +702,12 @@ def test_policies_are_the_same() -> None:
     assert fastapi.dpop.enabled
     assert [str(origin) for origin in fastapi.external_origins] == [ORIGIN]
     assert fastapi.storage.uri == "memory://"
+    # Both name the same contract, enforced both ways; no client sees full card numbers.
+    assert fastapi.openapi.spec == str(SPEC)
+    assert (fastapi.openapi.mode, fastapi.openapi.responses.mode) == ("enforce", "enforce")
+    assert fastapi.openapi.scopes_from_spec
+    assert fastapi.openapi.minimise.mask_pan
+    assert fastapi.openapi.minimise.reveal_pan_scopes == ()
 
 
 def test_examples_serve_at_the_policy_origin() -> None:
@@ -682,7 +746,10 @@ BAD_PAYMENT: dict[str, Any] = copy.deepcopy(PAYMENT)
 BAD_PAYMENT["Data"]["Initiation"]["InstructedAmount"]["Amount"] = "0"
 BAD_PAYMENT["Data"]["Unexpected"] = True
 del BAD_PAYMENT["Data"]["ConsentId"]
+ZERO_PAYMENT: dict[str, Any] = copy.deepcopy(PAYMENT)
+ZERO_PAYMENT["Data"]["Initiation"]["InstructedAmount"]["Amount"] = "0.00"
 JSON = "application/json"
+JULY = "/accounts/22289/transactions?fromBookingDateTime=2024-07-01T00:00:00Z"
 
 
 @dataclass(frozen=True)
@@ -764,11 +831,18 @@ def _comparable(document: Any, interaction_id: str) -> Any:
         ("GET", "/accounts/31820/balances", None, None, "accounts", 200),
         ("GET", "/accounts/44910/transactions", None, None, "accounts", 200),
         ("GET", "/accounts/99999/transactions", None, None, "accounts", 404),  # the apps' own 404
+        ("GET", f"{JULY}&toBookingDateTime=2024-07-10T00:00:00%2B01:00", None, None, "accounts", 200),
         ("POST", "/domestic-payments", PAYMENT, JSON, "payments", 201),
+        # the contract's refusals (bankguard, after the token check)
+        ("GET", "/accounts/22289/transactions?fromBookingDateTime=yesterday", None, None, "accounts", 400),
+        ("GET", f"{JULY.replace('Z', '')}", None, None, "accounts", 400),  # a local time: no offset
+        ("GET", "/accounts/22289/transactions?toBookingDateTime=2024-05-01", None, None, "accounts", 400),
         ("POST", "/domestic-payments", BAD_PAYMENT, JSON, "payments", 400),
+        ("POST", "/domestic-payments", ZERO_PAYMENT, JSON, "payments", 400),
         ("POST", "/domestic-payments", "{not json", JSON, "payments", 400),
         ("POST", "/domestic-payments", [1, 2], JSON, "payments", 400),
         ("POST", "/domestic-payments", PAYMENT, "text/plain", "payments", 415),
+        ("POST", "/domestic-payments", PAYMENT, "application/vnd.bank+json", "payments", 415),
         # bankguard's refusals
         ("GET", "/accounts", None, None, None, 401),
         ("GET", "/accounts/22289/balances", None, None, None, 401),  # scope declared in code only
@@ -819,3 +893,182 @@ def test_both_apps_answer_alike(
     assert _comparable(a.json(), a.headers["x-fapi-interaction-id"]) == _comparable(
         b.get_json(), b.headers["x-fapi-interaction-id"]
     )
+
+
+# -- the bank's documents and the contract ------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def bank() -> Iterator[ModuleType]:
+    with pytest.MonkeyPatch.context() as mp:
+        yield examples_module("bank_data", mp)
+
+
+def _documents(bank: ModuleType) -> list[tuple[str, int, Any]]:
+    """(operationId, status, document) for every document the apps can answer with."""
+    payment = bank.DomesticPaymentRequest.model_validate(PAYMENT)
+    docs: list[tuple[str, int, Any]] = [
+        ("GetHealth", 200, bank.health_document()),
+        ("GetAccounts", 200, bank.accounts_document()),
+        ("CreateDomesticPayment", 201, bank.create_payment(payment, "iid", "pisp-demo")),
+        ("CreateDomesticPayment", 400, bank.invalid_body([bank.NOT_JSON_ERROR], "iid")),
+        ("CreateDomesticPayment", 415, bank.unsupported_media_type("iid")),
+        ("GetTransactions", 400, bank.invalid_query("fromBookingDateTime", "iid")),
+    ]
+    for op in ("GetAccount", "GetBalances", "GetTransactions"):
+        docs.append((op, 404, bank.account_not_found("iid")))
+    for account in bank.ACCOUNTS:
+        docs += [
+            ("GetAccount", 200, bank.account_document(account)),
+            ("GetBalances", 200, bank.balances_document(account)),
+            ("GetTransactions", 200, bank.transactions_document(account)),
+        ]
+    return docs
+
+
+def test_every_document_conforms_once_minimised(contract: Contract, bank: ModuleType) -> None:
+    from bankguard.openapi.minimise import compile_shape, minimise
+
+    operations = {op.operation_id: op for op in contract.operations}
+    removed: set[str] = set()
+    for op, status, document in _documents(bank):
+        declared = operations[op].response(status, "application/json")
+        assert declared is not None, (op, status)
+        shape = compile_shape(declared.schema, declared.resolve, dialect=declared.dialect)
+        minimised, report = minimise(document, shape, scopes=frozenset(), reveal_pan=False)
+        assert declared.validate(minimised) == [], (op, status)
+        removed.update(pointer.rsplit("/", 1)[-1] for pointer in report.pointers)
+        if "InternalRiskRating" not in json.dumps(document):
+            assert declared.validate(document) == [], (op, status)  # valid as the app wrote it
+    # The one thing the apps send that the contract does not declare is stripped, not refused.
+    assert removed == {"InternalRiskRating"}
+
+
+def _body_violations(contract: Contract, body: bytes) -> list[str]:
+    from bankguard.request import Headers
+
+    (op,) = [op for op in contract.operations if op.operation_id == "CreateDomesticPayment"]
+    found = op.check_request(
+        path_params={}, query="", headers=Headers([]), body=body, content_type="application/json"
+    )
+    return [f"{v.location}:{v.code}" for v in found]
+
+
+def _mutated(path: tuple[str, ...], value: Any) -> dict[str, Any]:
+    document: dict[str, Any] = copy.deepcopy(PAYMENT)
+    target = document
+    for key in path[:-1]:
+        target = target[key]
+    if value is _DELETE:
+        del target[path[-1]]
+    else:
+        target[path[-1]] = value
+    return document
+
+
+_DELETE = object()
+_INITIATION = ("Data", "Initiation")
+
+
+@pytest.mark.parametrize(
+    ("document", "contract_accepts", "model_accepts"),
+    [
+        (PAYMENT, True, True),
+        (_mutated(("Risk",), _DELETE), True, True),
+        (_mutated(("Risk",), {"PaymentContextCode": "EcommerceGoods"}), True, True),
+        (_mutated((*_INITIATION, "RemittanceInformation"), {"Unstructured": "x" * 140}), True, True),
+        (_mutated((*_INITIATION, "InstructedAmount", "Amount"), "1234567890123.12345"), True, True),
+        # refused by both
+        (_mutated(("Data", "ConsentId"), _DELETE), False, False),
+        (_mutated(("Data", "Status"), "AcceptedSettlementCompleted"), False, False),  # mass assignment
+        (_mutated((*_INITIATION, "InstructedAmount", "Amount"), "12,50"), False, False),
+        (_mutated((*_INITIATION, "InstructedAmount", "Amount"), 12.5), False, False),
+        (_mutated((*_INITIATION, "InstructedAmount", "Currency"), "gbp"), False, False),
+        (_mutated((*_INITIATION, "InstructionIdentification"), "x" * 36), False, False),
+        (_mutated((*_INITIATION, "CreditorAccount", "SchemeName"), "UK.OBIE.PAN"), False, False),
+        (_mutated((*_INITIATION, "CreditorAccount", "Name"), _DELETE), False, False),
+        (_mutated((*_INITIATION, "RemittanceInformation"), {"Reference": ""}), False, False),
+        (_mutated(("Risk",), []), False, False),
+        ([1, 2], False, False),
+        (_mutated((*_INITIATION, "InstructedAmount", "Amount"), "0.00"), False, False),  # nothing to pay
+        (_mutated((*_INITIATION, "InstructedAmount", "Amount"), "01.50"), False, False),
+        (_mutated((*_INITIATION, "InstructedAmount", "Amount"), "0.00001"), True, True),
+        # The model reads an explicit null as absent; the contract has no nullable members.
+        (_mutated((*_INITIATION, "DebtorAccount"), None), False, True),
+    ],
+)
+def test_payment_model_and_contract_agree(
+    document: Any, contract_accepts: bool, model_accepts: bool, contract: Contract, bank: ModuleType
+) -> None:
+    from pydantic import ValidationError
+
+    violations = _body_violations(contract, json.dumps(document).encode())
+    assert (violations == []) == contract_accepts, violations
+    try:
+        bank.DomesticPaymentRequest.model_validate(document)
+    except ValidationError:
+        accepted = False
+    else:
+        accepted = True
+    assert accepted == model_accepts
+
+
+def test_model_amount_pattern_is_the_contract_s(bank: ModuleType) -> None:
+    document = yaml.safe_load(SPEC.read_text())
+    assert document["components"]["schemas"]["OBPositiveAmount"]["pattern"] == bank.POSITIVE_AMOUNT
+
+
+@given(
+    st.text(max_size=40)
+    | st.from_regex(r"\A\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:\d\d(\.\d{1,9})?([Zz]|[+-]\d\d:\d\d)\Z")
+)
+def test_booking_time_parses_rfc3339_or_refuses(bank: ModuleType, text: str) -> None:
+    try:
+        parsed = bank.booking_time("fromBookingDateTime", text)
+    except bank.InvalidQuery as exc:
+        refused: str | None = exc.name
+        parsed = None
+    else:
+        refused = None
+    if parsed is None:
+        assert refused == "fromBookingDateTime"  # the parameter's name, never its value
+        return
+    assert parsed.tzinfo is not None  # comparable with the booking times, never naive
+    assert parsed.year == int(text[:4])
+
+
+@given(st.datetimes(timezones=st.timezones()))
+def test_booking_time_reads_what_isoformat_writes(bank: ModuleType, moment: Any) -> None:
+    text = moment.isoformat()
+    if moment.utcoffset() is None or moment.utcoffset().seconds % 60 or moment.utcoffset().microseconds:
+        return  # RFC 3339 offsets are whole minutes
+    parsed = bank.booking_time("toBookingDateTime", text)
+    # The same wall time and offset (compared as fields: zoneinfo may name times a DST gap skips).
+    assert parsed.replace(tzinfo=None) == moment.replace(tzinfo=None)
+    assert parsed.utcoffset() == moment.utcoffset()
+
+
+@pytest.mark.network
+def test_both_apps_minimise_their_responses(live: Live) -> None:
+    from fastapi.testclient import TestClient
+
+    responses = {}
+    for target in ("/accounts", JULY):
+        with TestClient(live.apps["fastapi"]) as client:
+            a = client.get(target, headers=live.headers("accounts", "GET", target))
+        b = live.apps["flask"].test_client().get(target, headers=live.headers("accounts", "GET", target))
+        for response in (a, b):
+            assert response.status_code == 200
+            body = response.get_data() if hasattr(response, "get_data") else response.content
+            assert response.headers["content-length"] == str(len(body))  # fixed after minimisation
+        assert a.json() == b.get_json()
+        responses[target] = a.json()
+    # The internal rating every account record carries does not leave.
+    accounts = responses["/accounts"]["Data"]["Account"]
+    assert [a["AccountId"] for a in accounts] == ["22289", "31820", "44910"]
+    assert not any("InternalRiskRating" in a for a in accounts)
+    # Card numbers: first six and last four digits only (PCI DSS v4.0 req. 3.4.1).
+    cards = [t["CardInstrument"] for t in responses[JULY]["Data"]["Transaction"] if "CardInstrument" in t]
+    assert cards
+    assert {c["Identification"] for c in cards} == {"465943******6541"}
+    assert all(c["CardSchemeName"] == "VISA" for c in cards)

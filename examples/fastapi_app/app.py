@@ -8,11 +8,14 @@ http://127.0.0.1:8000 (uvicorn's default), the origin ``policy.yaml`` names for 
     uvicorn examples.fastapi_app.app:app
 
 bankguard runs in front of every route. A request that breaks ``policy.yaml`` (next to this
-file) is answered with ``application/problem+json`` before any code here runs, and every
-decision, allow or deny, is written as one JSON line to the ``bankguard.audit`` logger.
+file) or the API's OpenAPI contract it names (``examples/openapi.yaml``) is answered with
+``application/problem+json`` before any code here runs, and every decision, allow or deny, is
+written as one JSON line to the ``bankguard.audit`` logger. On the way out, bankguard removes
+from the JSON responses what the contract does not declare and masks card numbers (the
+handlers here return the bank's records whole, internal fields and all).
 Every operation but ``GET /health`` needs an access token from the issuer the policy names,
-with the right scope: declared in the policy for most operations, and here, next to the
-handler, for two of them, in the two ways FastAPI code can say it:
+with the scope the contract's ``security`` names for the operation; for two operations the
+scope is also declared here, next to the handler, in the two ways FastAPI code can say it:
 
 * ``Security(bearer, scopes=["accounts"])``, a FastAPI security dependency (balances);
 * ``@require_scopes("accounts")`` below the route decorator (transactions).
@@ -33,7 +36,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Request, Security
+from fastapi import Depends, FastAPI, Query, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
@@ -46,8 +49,8 @@ log = logging.getLogger(__name__)
 #: BANKGUARD_POLICY names another policy file (the end-to-end tests use it); default: policy.yaml here.
 POLICY = Path(os.environ.get("BANKGUARD_POLICY") or Path(__file__).with_name("policy.yaml"))
 
-# No /docs, /redoc or /openapi.json: the policy declares the banking operations only, and
-# bankguard would answer 404 for anything else anyway.
+# No /docs, /redoc or /openapi.json: examples/openapi.yaml is the API's contract, its operations
+# are the banking operations only, and bankguard would answer 404 for anything else anyway.
 app = FastAPI(title="Example bank", docs_url=None, redoc_url=None, openapi_url=None)
 app = protect(app, Policy.from_yaml(POLICY))
 
@@ -55,7 +58,7 @@ app = protect(app, Policy.from_yaml(POLICY))
 Context = Annotated[SecurityContext, Depends(security_context)]
 #: Who is calling: the verified access token's subject, client id and scopes.
 Caller = Annotated[Principal, Depends(principal)]
-#: The same, for a token that must grant ``accounts`` (declared here, not in the policy).
+#: The same, for a token that must grant ``accounts`` (declared here, as in the contract).
 AccountsReader = Annotated[Principal, Security(bearer, scopes=["accounts"])]
 
 
@@ -92,7 +95,7 @@ async def get_health(ctx: Context, who: Caller) -> dict[str, Any]:
     return bank.health_document()
 
 
-# Scope ``accounts`` declared in the policy.
+# Scope ``accounts`` declared in the contract.
 
 
 @app.get("/accounts")
@@ -107,7 +110,7 @@ async def get_account(found: Account, ctx: Context, who: Caller) -> dict[str, An
     return bank.account_document(found)
 
 
-# Scope ``accounts`` declared here: with a security dependency...
+# Scope ``accounts`` declared in the contract and here: with a security dependency...
 
 
 @app.get("/accounts/{AccountId}/balances")
@@ -121,9 +124,17 @@ async def get_balances(found: Account, ctx: Context, who: AccountsReader) -> dic
 
 @app.get("/accounts/{AccountId}/transactions")
 @require_scopes("accounts")
-async def get_transactions(found: Account, ctx: Context, who: Caller) -> dict[str, Any]:
+async def get_transactions(
+    found: Account,
+    ctx: Context,
+    who: Caller,
+    fromBookingDateTime: Annotated[str | None, Query()] = None,  # the OB query parameter names
+    toBookingDateTime: Annotated[str | None, Query()] = None,
+) -> dict[str, Any]:
+    booked_from = bank.booking_time("fromBookingDateTime", fromBookingDateTime)
+    booked_to = bank.booking_time("toBookingDateTime", toBookingDateTime)
     served(ctx, who)
-    return bank.transactions_document(found)
+    return bank.transactions_document(found, booked_from, booked_to)
 
 
 def json_body(request: Request) -> None:
@@ -131,7 +142,7 @@ def json_body(request: Request) -> None:
     bank.require_json(request.headers.get("content-type"))
 
 
-# Scope ``payments`` declared in the policy.
+# Scope ``payments`` declared in the contract.
 
 
 @app.post("/domestic-payments", status_code=201, dependencies=[Depends(json_body)])
@@ -150,6 +161,12 @@ async def create_domestic_payment(
 async def unknown_account(request: Request, exc: bank.UnknownAccount) -> JSONResponse:
     body = bank.account_not_found(get_context(request.scope).interaction_id)
     return JSONResponse(body, status_code=404)
+
+
+@app.exception_handler(bank.InvalidQuery)
+async def invalid_query(request: Request, exc: bank.InvalidQuery) -> JSONResponse:
+    body = bank.invalid_query(exc.name, get_context(request.scope).interaction_id)
+    return JSONResponse(body, status_code=400)
 
 
 @app.exception_handler(bank.NotJson)

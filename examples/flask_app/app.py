@@ -11,14 +11,17 @@ for DPoP proofs::
 
 :func:`bankguard.protect` wraps ``app.wsgi_app`` in place, so ``app`` stays the Flask object
 and every request passes bankguard first. A request that breaks ``policy.yaml`` (next to this
-file) is answered with ``application/problem+json`` before any view runs. Every operation but
-``GET /health`` needs an access token with the right scope: declared in the policy for most
-operations, and here with ``@require_scopes("accounts")`` below the route decorator for two of
-them; bankguard enforces both before the view runs. The policy's ``fapi2`` profile accepts
-only DPoP-bound tokens: ``Authorization: DPoP <token>`` with a fresh proof in the ``DPoP``
-header, checked by bankguard before any view runs. Views read what bankguard established (the
-operation, the interaction id, the verified principal, including ``principal.binding``) through
-:mod:`bankguard.integrations.flask`.
+file) or the API's OpenAPI contract it names (``examples/openapi.yaml``) is answered with
+``application/problem+json`` before any view runs. On the way out, bankguard removes from the
+JSON responses what the contract does not declare and masks card numbers (the views here
+return the bank's records whole, internal fields and all). Every operation but ``GET /health``
+needs an access token with the scope the contract's ``security`` names for the operation; for
+two operations the scope is also declared here, with ``@require_scopes("accounts")`` below the
+route decorator; bankguard enforces both before the view runs. The policy's ``fapi2`` profile
+accepts only DPoP-bound tokens: ``Authorization: DPoP <token>`` with a fresh proof in the
+``DPoP`` header, checked by bankguard before any view runs. Views read what bankguard
+established (the operation, the interaction id, the verified principal, including
+``principal.binding``) through :mod:`bankguard.integrations.flask`.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ log = logging.getLogger(__name__)
 #: BANKGUARD_POLICY names another policy file (the end-to-end tests use it); default: policy.yaml here.
 POLICY = Path(os.environ.get("BANKGUARD_POLICY") or Path(__file__).with_name("policy.yaml"))
 
-# No static folder: the policy declares the banking operations only.
+# No static folder: the contract (examples/openapi.yaml) declares the banking operations only.
 app = Flask(__name__, static_folder=None)
 app.json.sort_keys = False  # type: ignore[attr-defined]  # keep the OB field order
 app = protect(app, Policy.from_yaml(POLICY))
@@ -66,13 +69,19 @@ def served() -> None:
     )
 
 
+def last_arg(name: str) -> str | None:
+    """A query parameter; of a repeated one the last value, as FastAPI takes it."""
+    values = request.args.getlist(name)
+    return values[-1] if values else None
+
+
 @app.get("/health")
 def get_health() -> dict[str, Any]:
     served()  # public: anonymous, whatever the request carries
     return bank.health_document()
 
 
-# Scope ``accounts`` declared in the policy.
+# Scope ``accounts`` declared in the contract.
 
 
 @app.get("/accounts")
@@ -88,7 +97,7 @@ def get_account(AccountId: str) -> dict[str, Any]:  # the OB path parameter name
     return bank.account_document(found)
 
 
-# Scope ``accounts`` declared here, below the route decorator.
+# Scope ``accounts`` declared in the contract and here, below the route decorator.
 
 
 @app.get("/accounts/<AccountId>/balances")
@@ -103,11 +112,13 @@ def get_balances(AccountId: str) -> dict[str, Any]:
 @require_scopes("accounts")
 def get_transactions(AccountId: str) -> dict[str, Any]:
     found = bank.get_account(AccountId)
+    booked_from = bank.booking_time("fromBookingDateTime", last_arg("fromBookingDateTime"))
+    booked_to = bank.booking_time("toBookingDateTime", last_arg("toBookingDateTime"))
     served()
-    return bank.transactions_document(found)
+    return bank.transactions_document(found, booked_from, booked_to)
 
 
-# Scope ``payments`` declared in the policy.
+# Scope ``payments`` declared in the contract.
 
 
 @app.post("/domestic-payments")
@@ -129,6 +140,11 @@ def create_domestic_payment() -> tuple[dict[str, Any], int]:
 @app.errorhandler(bank.UnknownAccount)
 def unknown_account(exc: bank.UnknownAccount) -> tuple[dict[str, Any], int]:
     return bank.account_not_found(interaction_id()), 404
+
+
+@app.errorhandler(bank.InvalidQuery)
+def invalid_query(exc: bank.InvalidQuery) -> tuple[dict[str, Any], int]:
+    return bank.invalid_query(exc.name, interaction_id()), 400
 
 
 @app.errorhandler(bank.NotJson)

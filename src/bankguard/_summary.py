@@ -85,6 +85,14 @@ def summarise(policy: Policy) -> str:
             f"iat window -{d.max_age:g}s/+{d.future_skew:g}s; "
             f"{nonce}; htu origins {', '.join(str(o) for o in policy.external_origins)}"
         )
+    o = policy.openapi
+    if o.spec is not None:
+        lines.append(
+            f"openapi   [{o.mode:7}] requests validated against {o.spec}; responses {o.responses.mode}"
+            f" (buffer <= {_size(o.responses.max_body_bytes)}), undeclared fields stripped"
+            + ("; card numbers masked" if o.minimise.mask_pan else "")
+            + ("; scopes from the spec" if o.scopes_from_spec else "")
+        )
     shared = "shared by every worker" if policy.storage.shared else "this process only"
     lines.append(f"storage            {_redacted(policy.storage.uri)} ({shared})")
     return "\n".join(lines)

@@ -15,9 +15,15 @@ from .policy import Policy
 
 
 def check_policy(path: str) -> int:
+    contract = None
     try:
         policy = Policy.from_yaml(path)
         resolve_sink(policy.audit)
+        section = policy.openapi
+        if section.spec is not None:
+            from .openapi.contract import load_contract
+
+            contract = load_contract(section.spec, base_path=section.base_path, strict=section.strict)
     except FileNotFoundError:
         print(f"{path}: no such file", file=sys.stderr)
         return 2
@@ -31,6 +37,13 @@ def check_policy(path: str) -> int:
         return 1
     print(f"{path}: OK")
     print(policy.summary())
+    if contract is not None:
+        print(
+            f"openapi            {policy.openapi.spec}: OpenAPI {contract.version}, "
+            f"{len(contract.operations)} operations, loaded in {contract.load_seconds * 1000:.0f} ms"
+        )
+        for warning in contract.warnings:
+            print(f"  warning: {warning}")
     return 0
 
 

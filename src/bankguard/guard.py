@@ -31,16 +31,18 @@ from typing import Any
 from .audit import AuditEvent, Outcome, Sink, emit, resolve_sink
 from .controls import Check, State
 from .controls.auth import AuthCheck
+from .controls.contract import ContractCheck, contract_operations, load_policy_contract
 from .controls.interaction import InteractionIdCheck
 from .controls.interaction import resolve as resolve_interaction_id
 from .controls.request import RequestCheck
 from .controls.routes import RouteCheck
 from .controls.tokens import TokenCheck
 from .decision import Decision, Principal, SecurityContext
-from .errors import Denied, InternalFault
+from .errors import ConfigurationError, Denied, InternalFault
 from .policy import Network, Policy
 from .problem import ProblemRenderer, ProblemResponse, Scheme
 from .request import RequestFacts
+from .responses import ResponsePlan, is_json, media_type, sampled
 from .stores import AsyncStore, Call, StoreFailure, StoreOp, SyncStore
 from .tokens.jwt import VerifiedToken
 from .tokens.runtime import build_dpop, build_introspection, build_store, build_verifier, close_sources
@@ -53,12 +55,21 @@ STRIPPED_RESPONSE_HEADERS = frozenset({"client-cert", "client-cert-chain"})
 Flow = Generator[StoreOp, Any, Decision]
 
 
-def default_checks(policy: Policy, tokens: TokenCheck | None = None) -> list[Check]:
+def default_checks(policy: Policy, tokens: TokenCheck | None = None, contract: Any = None) -> list[Check]:
     """The built-in checks, in evaluation order."""
+    operations = contract_operations(policy, contract) if contract is not None else []
+    if operations and not policy.tokens.configured:
+        needy = [f"{op.method} {op.path}" for op in operations if not op.public]
+        if needy:
+            raise ConfigurationError(
+                f"{len(needy)} operations of the spec need a token (first: {needy[0]}); configure "
+                "tokens.issuers or tokens.introspection",
+                path="openapi.spec",
+            )
     checks: list[Check] = [
         RequestCheck(policy.request),
         InteractionIdCheck(policy.interaction_id),
-        RouteCheck(policy.routes),
+        RouteCheck(policy.routes, operations),
     ]
     if policy.client_cert.source != "none":
         from .controls.mtls import ClientCertCheck
@@ -67,6 +78,8 @@ def default_checks(policy: Policy, tokens: TokenCheck | None = None) -> list[Che
     checks.append(AuthCheck(policy.auth))
     if tokens is not None:
         checks.append(tokens)
+    if contract is not None:
+        checks.append(ContractCheck(policy))
     return checks
 
 
@@ -180,8 +193,12 @@ class Guard:
             dpop=build_dpop(policy, clock),
             clock=clock,
         )
+        #: The compiled OpenAPI contract (None without ``openapi.spec``).
+        self.contract: Any = load_policy_contract(policy)
+        #: Compiled minimisation shapes per declared response, built at first use.
+        self._shapes: dict[int, Any] = {}
         self.checks: tuple[Check, ...] = tuple(
-            default_checks(policy, self.tokens) if checks is None else checks
+            default_checks(policy, self.tokens, self.contract) if checks is None else checks
         )
         self.sink: Sink = sink if sink is not None else resolve_sink(policy.audit)
         self.store = store if store is not None else build_store(policy.storage)
@@ -403,6 +420,76 @@ class Guard:
                 tpp_id=principal.tpp_id,
                 subject=principal.subject,
                 binding=principal.binding,
+            ),
+        )
+
+    # -- the response path (OpenAPI contract) ---------------------------------------------
+
+    def response_plan(
+        self, decision: Decision, status: int, headers: list[tuple[str, str]], *, head: bool = False
+    ) -> ResponsePlan | None:
+        """Whether (and how) to buffer, minimise and validate this response; None: send it as is."""
+        if self.contract is None or head or not decision.allowed:
+            return None
+        operation = decision.context.operation
+        contract = operation.contract if operation is not None else None
+        if contract is None:
+            return None
+        mime = media_type(headers)
+        if not is_json(mime):
+            return None  # non-JSON bodies pass through untouched
+        responses = self.policy.openapi.responses
+        declared = contract.response(status, mime)
+        if declared is None:
+            return ResponsePlan(self, decision, None, None, status, headers, validate=True)
+        if declared.schema is None:
+            return None
+        shape = self._shapes.get(id(declared))
+        if shape is None:
+            from .openapi.minimise import compile_shape
+
+            shape = compile_shape(
+                declared.schema,
+                declared.resolve,
+                dialect=declared.dialect,
+                scope_rules={k: frozenset(v) for k, v in self.policy.openapi.minimise.property_scopes},
+            )
+            self._shapes[id(declared)] = shape
+        validate = sampled(responses.mode, responses.sample_rate)
+        return ResponsePlan(self, decision, declared, shape, status, headers, validate=validate)
+
+    def response_event(
+        self,
+        decision: Decision,
+        *,
+        outcome: Outcome,
+        status: int,
+        reason: str,
+        notes: tuple[str, ...] = (),
+    ) -> None:
+        """Audit what the response path did to a response (minimised, replaced, reported)."""
+        principal = decision.context.principal
+        first = decision.event
+        emit(
+            self.sink,
+            AuditEvent(
+                time=_now(),
+                outcome=outcome,
+                status=status,
+                control="openapi",
+                reason=reason,
+                interaction_id=decision.interaction_id,
+                interaction_id_generated=first.interaction_id_generated,
+                method=first.method,
+                path=first.path,
+                operation=first.operation,
+                peer=first.peer,
+                client_address=first.client_address,
+                client_id=principal.client_id,
+                tpp_id=principal.tpp_id,
+                subject=principal.subject,
+                binding=principal.binding,
+                notes=notes,
             ),
         )
 

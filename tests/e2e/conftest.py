@@ -626,3 +626,8 @@ def strict_deployment(
     policy = write_policy(directory, issuer, require_sender_constraint=True)
     with deployed(app, directory, pki, nginx, policy) as running:
         yield running
+
+
+#: schemathesis supports Python 3.11 and later only; on 3.10 its peer check cannot run at all
+#: (the dev extra does not install it there), so the module is not collected.
+collect_ignore = ["test_schemathesis.py"] if sys.version_info < (3, 11) else []

@@ -85,7 +85,7 @@ class BankGuardMiddleware:
             return
         scope[CONTEXT_KEY] = decision.context
         started = False
-        sender = self._sender(send, decision)
+        sender = self._sender(send, decision, head)
 
         async def tracking_send(message: Message) -> None:
             nonlocal started
@@ -151,18 +151,50 @@ class BankGuardMiddleware:
         )
         return facts, body, more
 
-    def _sender(self, send: Send, decision: Decision) -> Send:
+    def _sender(self, send: Send, decision: Decision, head: bool = False) -> Send:
         guard = self.guard
+        buffered: dict[str, Any] = {}  # the held start message, while a response plan buffers
 
         async def sender(message: Message) -> None:
-            if message["type"] == "http.response.start":
+            kind = message["type"]
+            if kind == "http.response.start":
                 headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in message.get("headers", ())]
                 merged = guard.merge_response_headers(headers, decision)
                 message = dict(message)
-                message["headers"] = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in merged]
+                message["headers"] = _encode(merged)
+                plan = guard.response_plan(decision, message["status"], merged, head=head)
+                if plan is not None:
+                    buffered.update(start=message, plan=plan, chunks=[], size=0)
+                    return
+            elif kind == "http.response.body" and buffered:
+                plan = buffered["plan"]
+                chunk = message.get("body", b"")
+                more = bool(message.get("more_body", False))
+                buffered["chunks"].append(chunk)
+                buffered["size"] += len(chunk)
+                if buffered["size"] > plan.limit:
+                    # Too large to hold: what was held goes out untouched, then the rest streams.
+                    plan.overflow()
+                    start, body = buffered["start"], b"".join(buffered["chunks"])
+                    buffered.clear()
+                    await send(start)
+                    await send({"type": "http.response.body", "body": body, "more_body": more})
+                    return
+                if more:
+                    return
+                outcome = plan.finish(b"".join(buffered["chunks"]))
+                start = dict(buffered["start"], status=outcome.status, headers=_encode(outcome.headers))
+                buffered.clear()
+                await send(start)
+                await send({"type": "http.response.body", "body": outcome.body, "more_body": False})
+                return
             await send(message)
 
         return sender
+
+
+def _encode(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
+    return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
 
 
 def _app_level(app: object) -> Callable[[Scope], ScopeRequirement | None] | None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from http import HTTPStatus
 from types import TracebackType
 from typing import Any
@@ -134,6 +134,8 @@ class BankGuardWSGI:
         environ[CONTEXT_KEY] = decision.context
         try:
             with serving(decision.context):
+                if self.guard.contract is not None:
+                    return self._contract_response(environ, start_response, decision, head)
                 return self.app(environ, self._starter(start_response, decision))
         except Denied as denial:
             # A check made at call time (require_scopes) refused the request inside the app.
@@ -193,6 +195,77 @@ class BankGuardWSGI:
             return start_response(status, merged)
 
         return starter
+
+    def _contract_response(
+        self, environ: Environ, start_response: StartResponse, decision: Decision, head: bool
+    ) -> Iterable[bytes]:
+        """Run the app and, where the response plan asks for it, hold its JSON body to minimise and
+        validate it (:mod:`bankguard.responses`) before anything is sent."""
+        guard = self.guard
+        held: dict[str, Any] = {}
+        written: list[bytes] = []
+
+        def starter(status: str, headers: list[tuple[str, str]], exc_info: ExcInfo | None = None) -> Any:
+            merged = guard.merge_response_headers(list(headers), decision)
+            code = int(status.split(" ", 1)[0]) if status[:3].isdigit() else 500
+            plan = guard.response_plan(decision, code, merged, head=head)
+            if plan is None:
+                held.clear()
+                held["plain"] = True
+                if exc_info is not None:
+                    return start_response(status, merged, exc_info)
+                return start_response(status, merged)
+            held.update(status=status, headers=merged, plan=plan)
+            return written.append  # the legacy write() callable: into the buffer
+
+        result = self.app(environ, starter)
+        iterator = iter(result)
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            for chunk in iterator:
+                if "plan" not in held:
+                    # Not buffered (no plan): stream what came and the rest as the app sends it.
+                    return _Streamed([*written, chunk], iterator, result)
+                chunks.append(chunk)
+                size += len(chunk)
+                plan = held["plan"]
+                if size + sum(map(len, written)) > plan.limit:
+                    plan.overflow()
+                    start_response(held["status"], held["headers"])
+                    return _Streamed([*written, *chunks], iterator, result)
+        except BaseException:
+            _close(result)
+            raise
+        _close(result)
+        if "plan" not in held:
+            return [*written, *chunks]
+        outcome = held["plan"].finish(b"".join([*written, *chunks]))
+        phrase = HTTPStatus(outcome.status).phrase
+        start_response(f"{outcome.status} {phrase}", outcome.headers)
+        return [outcome.body]
+
+
+class _Streamed:
+    """Chunks already taken from the application's iterable, then the rest of it; closes it."""
+
+    def __init__(self, first: list[bytes], rest: Iterator[bytes], result: Iterable[bytes]) -> None:
+        self._first = first
+        self._rest = rest
+        self._result = result
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield from self._first
+        yield from self._rest
+
+    def close(self) -> None:
+        _close(self._result)
+
+
+def _close(result: Iterable[bytes]) -> None:
+    close = getattr(result, "close", None)
+    if callable(close):
+        close()
 
 
 def _problem(start_response: StartResponse, response: ProblemResponse) -> list[bytes]:

@@ -1,0 +1,2 @@
+"""OpenAPI contract enforcement: the spec loaded once into compiled request and response
+contracts (:mod:`.contract`), and response data minimisation (:mod:`.minimise`)."""
