@@ -27,8 +27,9 @@ def summarise(policy: Policy) -> str:
         f"request   [{r.mode:7}] headers <= {_size(r.max_header_bytes)} (one field <= "
         f"{_size(r.max_header_field_bytes)}), body <= {_size(r.max_body_bytes)}, "
         f"target <= {_size(r.max_target_bytes)}; method overrides refused",
-        f"routes    [{routes.mode:7}] {len(routes.operations)} operations ({public} public); "
-        f"undeclared: {routes.undeclared}",
+        f"routes    [{routes.mode:7}] {len(routes.operations)} operations ({public} public)"
+        + (" in the policy, plus the OpenAPI spec's" if policy.openapi.spec is not None else "")
+        + f"; undeclared: {routes.undeclared}",
     ]
     for op in routes.operations:
         needs = (

@@ -195,8 +195,8 @@ class Guard:
         )
         #: The compiled OpenAPI contract (None without ``openapi.spec``).
         self.contract: Any = load_policy_contract(policy)
-        #: Compiled minimisation shapes per declared response, built at first use.
-        self._shapes: dict[int, Any] = {}
+        #: Compiled minimisation shapes per declared response, all built now (never while serving).
+        self._shapes: dict[int, Any] = self._compile_shapes() if self.contract is not None else {}
         self.checks: tuple[Check, ...] = tuple(
             default_checks(policy, self.tokens, self.contract) if checks is None else checks
         )
@@ -445,18 +445,25 @@ class Guard:
         if declared.schema is None:
             return None
         shape = self._shapes.get(id(declared))
-        if shape is None:
-            from .openapi.minimise import compile_shape
-
-            shape = compile_shape(
-                declared.schema,
-                declared.resolve,
-                dialect=declared.dialect,
-                scope_rules={k: frozenset(v) for k, v in self.policy.openapi.minimise.property_scopes},
-            )
-            self._shapes[id(declared)] = shape
+        if shape is None:  # pragma: no cover - every declared response was compiled when built
+            return ResponsePlan(self, decision, None, None, status, headers, validate=True)
         validate = sampled(responses.mode, responses.sample_rate)
         return ResponsePlan(self, decision, declared, shape, status, headers, validate=validate)
+
+    def _compile_shapes(self) -> dict[int, Any]:
+        """The minimisation shape of every declared response body, with one shared compiler."""
+        from .openapi.minimise import ShapeCompiler
+
+        rules = {k: frozenset(v) for k, v in self.policy.openapi.minimise.property_scopes}
+        compiler = ShapeCompiler(self.contract.resolve, dialect=self.contract.dialect, scope_rules=rules)
+        shapes: dict[int, Any] = {}
+        for operation in self.contract.operations:
+            for declared in operation.declared_responses():
+                if declared.schema is not None:
+                    shapes[id(declared)] = compiler.compile(declared.schema)
+        for rule in sorted(compiler.unmatched_rules):
+            log.warning("bankguard: openapi.minimise.property_scopes %s names no property of the spec", rule)
+        return shapes
 
     def response_event(
         self,

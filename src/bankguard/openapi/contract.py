@@ -127,7 +127,17 @@ class _Response:
 class OperationContract:
     """One operation (method and path template with the server base path)."""
 
-    __slots__ = ("_body", "_claimed", "_params", "_responses", "method", "operation_id", "path", "security")
+    __slots__ = (
+        "_body",
+        "_claimed",
+        "_params",
+        "_plan",
+        "_responses",
+        "method",
+        "operation_id",
+        "path",
+        "security",
+    )
 
     def __init__(
         self,
@@ -144,6 +154,10 @@ class OperationContract:
         self.operation_id = operation_id
         self.security = security
         self._params = params
+        #: Each parameter with, for an optional header, its lower-case name (skipped when absent).
+        self._plan = tuple(
+            (p, p.name.lower() if p.where == "header" and not p.required else None) for p in params
+        )
         self._claimed = frozenset(p.name for p in params if p.where == "query")
         self._body = body
         self._responses = responses
@@ -161,8 +175,13 @@ class OperationContract:
         out: list[Violation] = []
         if self._params:
             request = Request(path_params, query, headers, self._claimed)
-            for param in self._params:
-                out.extend(Violation(where, code) for where, code in check_param(param, request))
+            present = headers.by_name
+            for param, optional_header in self._plan:
+                if optional_header is not None and optional_header not in present:
+                    continue  # an optional header that was not sent: nothing to check
+                failed = check_param(param, request)
+                if failed:
+                    out.extend(Violation(where, code) for where, code in failed)
         out.extend(self._check_body(body, content_type))
         return out[:MAX_VIOLATIONS]
 
@@ -211,6 +230,10 @@ class OperationContract:
             return declared.empty
         mt = media_type(content_type)
         return pick(declared.content, mt) if mt is not None else None
+
+    def declared_responses(self) -> list[ResponseContract]:
+        """Every declared response body (all status codes and media types), for precompiling."""
+        return [contract for declared in self._responses.values() for contract in declared.content.values()]
 
     def __repr__(self) -> str:
         return f"OperationContract({self.method} {self.path})"
