@@ -378,3 +378,22 @@ def test_spec_operations_needing_tokens_need_a_token_source(tmp_path: Path) -> N
     with pytest.raises(ConfigurationError) as info:
         Guard(Policy.from_dict({"openapi": {"spec": str(spec)}}))
     assert info.value.path == "openapi.spec"
+
+
+def test_property_scopes_from_the_policy(tmp_path: Path, events: EventCollector) -> None:
+    rule = {"#/components/schemas/Account/properties/Nickname": ["accounts:nickname"]}
+    policy = _policy(tmp_path, events, minimise={"property_scopes": rule})
+    client = TestClient(BankGuardMiddleware(_starlette({}), policy), base_url="https://api.bank.example")
+    without = client.get("/v1/accounts/22289", headers=_headers())
+    assert without.json() == {"AccountId": "22289", "Currency": "GBP"}
+    granted = client.get("/v1/accounts/22289", headers=_headers("accounts accounts:nickname"))
+    assert granted.json() == {"AccountId": "22289", "Currency": "GBP", "Nickname": "Bills"}
+
+
+def test_a_property_scopes_rule_naming_nothing_is_warned(
+    tmp_path: Path, events: EventCollector, caplog: pytest.LogCaptureFixture
+) -> None:
+    rule = {"#/components/schemas/Acount/properties/Nickname": ["accounts:nickname"]}
+    with caplog.at_level("WARNING", logger="bankguard"):
+        Guard(_policy(tmp_path, events, minimise={"property_scopes": rule}))
+    assert any("names no property of the spec" in r.getMessage() for r in caplog.records)
