@@ -397,3 +397,19 @@ def test_a_property_scopes_rule_naming_nothing_is_warned(
     with caplog.at_level("WARNING", logger="bankguard"):
         Guard(_policy(tmp_path, events, minimise={"property_scopes": rule}))
     assert any("names no property of the spec" in r.getMessage() for r in caplog.records)
+
+
+def test_sample_mode_validates_the_configured_share(
+    tmp_path: Path, events: EventCollector, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import bankguard.responses as responses
+
+    policy = _policy(tmp_path, events, responses={"mode": "sample", "sample_rate": 0.25})
+    client = TestClient(BankGuardMiddleware(_starlette({}), policy), base_url="https://api.bank.example")
+    monkeypatch.setattr(responses.random, "random", lambda: 0.1)  # inside the sampled share
+    assert client.get("/v1/accounts/broken", headers=_headers()).status_code == 502
+    monkeypatch.setattr(responses.random, "random", lambda: 0.9)  # outside it: not validated
+    unchecked = client.get("/v1/accounts/broken", headers=_headers())
+    assert (unchecked.status_code, unchecked.json()["Currency"]) == (200, "pounds")
+    # Minimisation applies to every response, sampled or not.
+    assert "InternalRiskScore" not in client.get("/v1/accounts/22289", headers=_headers()).json()
