@@ -24,6 +24,9 @@ def check_policy(path: str) -> int:
             from .openapi.contract import load_contract
 
             contract = load_contract(section.spec, base_path=section.base_path, strict=section.strict)
+            from .controls.contract import checked_operations
+
+            checked_operations(policy, contract)
     except FileNotFoundError:
         print(f"{path}: no such file", file=sys.stderr)
         return 2

@@ -31,14 +31,14 @@ from typing import Any
 from .audit import AuditEvent, Outcome, Sink, emit, resolve_sink
 from .controls import Check, State
 from .controls.auth import AuthCheck
-from .controls.contract import ContractCheck, contract_operations, load_policy_contract
+from .controls.contract import ContractCheck, checked_operations, load_policy_contract
 from .controls.interaction import InteractionIdCheck
 from .controls.interaction import resolve as resolve_interaction_id
 from .controls.request import RequestCheck
 from .controls.routes import RouteCheck
 from .controls.tokens import TokenCheck
 from .decision import Decision, Principal, SecurityContext
-from .errors import ConfigurationError, Denied, InternalFault
+from .errors import Denied, InternalFault
 from .policy import Network, Policy
 from .problem import ProblemRenderer, ProblemResponse, Scheme
 from .request import RequestFacts
@@ -57,15 +57,7 @@ Flow = Generator[StoreOp, Any, Decision]
 
 def default_checks(policy: Policy, tokens: TokenCheck | None = None, contract: Any = None) -> list[Check]:
     """The built-in checks, in evaluation order."""
-    operations = contract_operations(policy, contract) if contract is not None else []
-    if operations and not policy.tokens.configured:
-        needy = [f"{op.method} {op.path}" for op in operations if not op.public]
-        if needy:
-            raise ConfigurationError(
-                f"{len(needy)} operations of the spec need a token (first: {needy[0]}); configure "
-                "tokens.issuers or tokens.introspection",
-                path="openapi.spec",
-            )
+    operations = checked_operations(policy, contract) if contract is not None else []
     checks: list[Check] = [
         RequestCheck(policy.request),
         InteractionIdCheck(policy.interaction_id),

@@ -413,3 +413,20 @@ def test_sample_mode_validates_the_configured_share(
     assert (unchecked.status_code, unchecked.json()["Currency"]) == (200, "pounds")
     # Minimisation applies to every response, sampled or not.
     assert "InternalRiskScore" not in client.get("/v1/accounts/22289", headers=_headers()).json()
+
+
+def test_client_chosen_property_names_never_reach_problems_or_events_raw(
+    client: TestClient, events: EventCollector
+) -> None:
+    body = json.dumps({"Amount": "10.00", "4111111111111111\nX-Injected: 1": 5})
+    response = client.post(
+        "/v1/payments",
+        headers={**_headers("payments"), "content-type": "application/json"},
+        content=body.encode(),
+    )
+    assert response.status_code == 400
+    assert "4111111111111111" not in response.text
+    assert "\n" not in json.dumps(response.json()["errors"]).replace("\\n", "")
+    text = events.events[-1].to_json()
+    assert "4111111111111111" not in text
+    assert "X-Injected" not in response.text or "\\n" not in response.text

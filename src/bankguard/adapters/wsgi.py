@@ -241,7 +241,10 @@ class BankGuardWSGI:
         if "plan" not in held:
             return [*written, *chunks]
         outcome = held["plan"].finish(b"".join([*written, *chunks]))
-        phrase = HTTPStatus(outcome.status).phrase
+        try:
+            phrase = HTTPStatus(outcome.status).phrase
+        except ValueError:  # a status the application chose that Python does not name
+            phrase = held["status"].split(" ", 1)[1] if " " in held["status"] else "Unknown"
         start_response(f"{outcome.status} {phrase}", outcome.headers)
         return [outcome.body]
 

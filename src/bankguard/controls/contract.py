@@ -18,6 +18,7 @@ public; otherwise the token must grant every scope of one alternative.
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from ..decision import Operation
@@ -110,6 +111,37 @@ def contract_operations(policy: Policy, contract: Any) -> list[Operation]:
     return out
 
 
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _safe(location: str) -> str:
+    """A location fit for a problem and an audit note: a property name the client chose (allowed
+    by ``additionalProperties``) may hold anything, so control characters go and card numbers
+    are masked."""
+    from ..openapi.minimise import mask_pans
+
+    return mask_pans(_UNPRINTABLE.sub("?", location))[:256]
+
+
+def checked_operations(policy: Policy, contract: Any) -> list[Operation]:
+    """The spec's operations for the route table; ConfigurationError when some need a token and
+    the policy can verify none (also run by ``bankguard check-policy``)."""
+    operations = contract_operations(policy, contract)
+    if not policy.tokens.configured:
+        needy = [f"{op.method} {op.path}" for op in operations if not op.public]
+        if needy:
+            count = (
+                f"{len(needy)} operations of the spec need"
+                if len(needy) > 1
+                else "1 operation of the spec needs"
+            )
+            raise ConfigurationError(
+                f"{count} a token (first: {needy[0]}); configure tokens.issuers or tokens.introspection",
+                path="openapi.spec",
+            )
+    return operations
+
+
 class ContractCheck:
     name = "openapi"
 
@@ -130,8 +162,9 @@ class ContractCheck:
         )
         if not violations:
             return None
-        listed = [{"location": v.location, "check": v.code} for v in violations[:MAX_LISTED]]
-        state.notes.extend(f"openapi.{v.location}:{v.code}" for v in violations[:MAX_LISTED])
+        shown = [(_safe(v.location), v.code) for v in violations[:MAX_LISTED]]
+        listed = [{"location": location, "check": code} for location, code in shown]
+        state.notes.extend(f"openapi.{location}:{code}" for location, code in shown)
         denial: RequestInvalid | UnsupportedMediaType
         if any(v.status == 415 for v in violations):
             denial = UnsupportedMediaType("openapi.content_type_not_declared")
