@@ -444,7 +444,7 @@ class Guard:
 
     def _compile_shapes(self) -> dict[int, Any]:
         """The minimisation shape of every declared response body, with one shared compiler."""
-        from .openapi.minimise import ShapeCompiler
+        from .openapi.minimise import ShapeCompiler, prepare
 
         rules = {k: frozenset(v) for k, v in self.policy.openapi.minimise.property_scopes}
         compiler = ShapeCompiler(self.contract.resolve, dialect=self.contract.dialect, scope_rules=rules)
@@ -452,7 +452,9 @@ class Guard:
         for operation in self.contract.operations:
             for declared in operation.declared_responses():
                 if declared.schema is not None:
-                    shapes[id(declared)] = compiler.compile(declared.schema)
+                    shape = compiler.compile(declared.schema)
+                    prepare(shape)  # the closed-schema fast path, compiled now rather than on first use
+                    shapes[id(declared)] = shape
         for rule in sorted(compiler.unmatched_rules):
             log.warning("bankguard: openapi.minimise.property_scopes %s names no property of the spec", rule)
         return shapes

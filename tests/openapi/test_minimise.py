@@ -596,12 +596,12 @@ def test_the_test_numbers_are_what_they_claim():
         ("Paid with card 4111-1111-1111-1111 today", "Paid with card 4111-11**-****-1111 today"),
         (f"card:{VISA}.", "card:411111******1111."),
         (f"{VISA} and {AMEX}", "411111******1111 and 378282*****0005"),
-        # "01-05 4111 1111 1111" passes the Luhn check by chance: both matches are masked
-        ("2024-01-05 4111 1111 1111 1111", "2024-01-05 41** **** **** 1111"),
+        # "01-05 4111 1111 1111" passes the Luhn check by chance, but is not grouped like a card
+        ("2024-01-05 4111 1111 1111 1111", "2024-01-05 4111 11** **** 1111"),
         ("Ref 12 4111 1111 1111 1111", "Ref 12 4111 11** **** 1111"),
         (f"05 {VISA}", "05 411111******1111"),
         (FULLWIDTH_VISA, FULLWIDTH_VISA[:6] + "*" * 6 + FULLWIDTH_VISA[-4:]),
-        (" ".join("1" * 70), " ".join("*" * 70)),  # more than 64 groups: masked whole
+        (" ".join([VISA] * 40), " ".join(["411111******1111"] * 40)),  # many groups: each found
     ],
 )
 def test_card_numbers_are_masked_to_first_six_last_four(text, masked):
@@ -711,11 +711,101 @@ def test_card_number_names_are_masked_before_patterns_match():
     assert strip({VISA: "x"}, shape) == {VISA: "x"}
 
 
-def test_uk_sort_code_and_account_number_can_be_luhn_valid():
+TEST_PANS = {  # the brands' published test numbers
+    "Visa": "4111111111111111",
+    "Mastercard": "5555555555554444",
+    "American Express": "378282246310005",
+    "Discover": "6011111111111117",
+    "JCB": "3530111333300000",
+    "Diners Club": "30569309025904",
+    "UnionPay": "6200000000000005",
+}
+MASTERCARD_2 = "2223003122003222"  # the 2-series range
+
+
+@pytest.mark.parametrize("pan", [*TEST_PANS.values(), MASTERCARD_2])
+def test_every_brand_is_masked_plain_grouped_and_as_a_number(pan):
+    masked = pan[:6] + "*" * (len(pan) - 10) + pan[-4:]
+    assert mask_pans(pan) == masked
+    assert mask_pans(f"card {pan}.") == f"card {masked}."
+    assert mask({"n": int(pan)})[0] == {"n": masked}
+    groups = {14: (4, 6, 4), 15: (4, 6, 5), 16: (4, 4, 4, 4)}[len(pan)]
+    for separator in " -":
+        parts, at = [], 0
+        for size in groups:
+            parts.append(pan[at : at + size])
+            at += size
+        grouped = separator.join(parts)
+        assert "".join(ch for ch in mask_pans(grouped) if ch not in " -") == masked, grouped
+
+
+def test_brands_by_iin_range_and_length():
+    assert {minimise_module.card_brand(pan) for pan in TEST_PANS.values()} == set(TEST_PANS)
+    assert minimise_module.card_brand(MASTERCARD_2) == "Mastercard"
+    assert minimise_module.card_brand("4" * 15) is None  # Visa issues 13, 16 and 19 digits
+    assert minimise_module.card_brand("34" + "0" * 14) is None  # American Express: 15 only
+    assert minimise_module.card_brand("2720" + "0" * 12) == "Mastercard"
+    assert minimise_module.card_brand("2721" + "0" * 12) is None
+    assert minimise_module.card_brand("6011" + "0" * 9) is None  # Discover, too short...
+    assert minimise_module.card_brand("6012" + "0" * 9) == "Maestro"  # ...Maestro: the rest of 6
+    assert minimise_module.card_brand("3" * 12) is None  # under 13 digits
+
+
+def test_uk_sort_code_and_account_number_is_not_a_card_number():
     # The UK spec's own example account identification (sort code + account number, 14 digits)
-    # passes the Luhn check, as one in ten such numbers does: it is masked like a card number.
+    # passes the Luhn check, as one in ten such numbers does; no card brand starts with 8.
     assert luhn_valid("80200110203345")
-    assert mask_pans("80200110203345") == "802001****3345"
+    for text in ("80200110203345", "80-20-01 10203345", "80 20 01 10203345"):
+        assert mask_pans(text) == text
+    document = {"Identification": "80200110203345", "n": 80200110203345}
+    assert mask(document)[0] is document
+
+
+def test_luhn_valid_numbers_outside_every_brand_are_left_alone():
+    for body in ("8" + "0" * 12, "9" + "1" * 12, "1" * 13, "0" * 15, "7" + "2" * 16, "2" + "0" * 14):
+        number = with_check_digit(body)
+        assert luhn_valid(number)
+        assert mask_pans(number) == number
+        assert mask_pans(f"ref {number}") == f"ref {number}"
+
+
+def test_identifiers_not_grouped_like_card_numbers_are_left_alone():
+    assert luhn_valid("2228920240509")  # 13 digits in Mastercard's 2221-2720 range
+    for text in (
+        "22289-20240509-004",  # account, date, sequence
+        "4111-11111111-1111",  # 4-8-4
+        "41-11111111111111",  # 2-14
+        "411 111 111 111 1111",  # groups of 3
+        "4111111 111111111",  # 7-9
+    ):
+        assert mask_pans(text) == text, text
+
+
+@pytest.mark.parametrize(
+    "grouped",
+    [
+        "4111 1111 1111 1111",
+        "4111-1111-1111-1111",
+        "3782 822463 10005",  # 4-6-5
+        "3056 930902 5904",  # 4-6-4
+        "4222 2222 2222 2",  # 4-4-4-1 (Visa, 13)
+        PAN19[:4] + " " + PAN19[4:8] + " " + PAN19[8:12] + " " + PAN19[12:16] + " " + PAN19[16:],  # 4-4-4-4-3
+        "41111 11111 111111",  # 5-5-6
+    ],
+)
+def test_card_like_groupings_are_masked(grouped):
+    digits = grouped.replace(" ", "").replace("-", "")
+    masked = mask_pans(grouped)
+    assert masked.replace(" ", "").replace("-", "") == digits[:6] + "*" * (len(digits) - 10) + digits[-4:]
+    assert [len(g) for g in masked.split()] == [len(g) for g in grouped.split()]
+
+
+def test_a_chance_match_overlapping_a_card_number_masks_the_union():
+    # "g 4111 1111 1111" is a Luhn-valid Visa number for one g: both it and the card are masked.
+    first = next(g for g in (f"4{n:03d}" for n in range(1000)) if luhn_valid(g + "411111111111"))
+    text = f"{first} 4111 1111 1111 1111"
+    masked = mask_pans(text)
+    assert masked == f"{first[:4]} 41** **** **** 1111"
 
 
 # -- the input is never changed ----------------------------------------------------------------------
@@ -917,7 +1007,20 @@ PROPERTY_SCHEMAS = {
 PROPERTY_SHAPE = shape_of({"$ref": "#/components/schemas/Root"}, PROPERTY_SCHEMAS)
 
 _pans = st.sampled_from(
-    [VISA, AMEX, VISA13, PAN19, PAN20, PAN12, "4111 1111 1111 1111", "4111-1111-1111-1111"]
+    [
+        VISA,
+        AMEX,
+        VISA13,
+        PAN19,
+        PAN20,
+        PAN12,
+        "4111 1111 1111 1111",
+        "4111-1111-1111-1111",
+        "3782 822463 10005",
+        "80200110203345",  # Luhn-valid, no brand
+        "22289-20240509-004",
+        *TEST_PANS.values(),
+    ]
 )
 _texts = st.one_of(
     st.text(max_size=12),

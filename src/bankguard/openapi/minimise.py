@@ -8,6 +8,11 @@ PSD2 RTS art. 36(1)(a) and GDPR art. 5(1)(c) (data minimisation), PCI DSS v4.0 r
 Two steps. :func:`compile_shape` turns an OpenAPI schema object into a :class:`Shape` once (per
 response declaration); :func:`minimise` applies a shape to one parsed JSON document and returns
 the minimised document and a :class:`MinimiseReport` (counts and JSON pointers, never values).
+On the response path, :func:`minimise_body` parses the body bytes too, and recognises the common
+case -- a body the walk would leave as it is -- without the walk: a scan of the bytes finds no
+card number, and the document passes the shape's *closed schema* (a JSON Schema that allows only
+the names the walk keeps for this caller, compiled once per shape, see :func:`prepare`). The
+result is the same either way; see the section "The response path" below.
 
 Shapes
 ------
@@ -69,6 +74,25 @@ two sources, and add up:
 The scope names are compared as strings: pass OAuth2 scopes, consent permissions, or both, in
 the ``scopes`` argument of :func:`minimise`.
 
+The response path
+-----------------
+:func:`minimise_body` returns exactly what ``minimise(json.loads(body), ...)`` returns (and
+raises what they raise). It skips the walk when both hold:
+
+* **No card number can be in the body** (or ``reveal_pan``): the body is UTF-8, ASCII only and
+  has no backslash, so every string and number stands in it as written, between quotes,
+  brackets, commas, colons or white space; a scan of its runs of 13 or more digits, spaces and
+  dashes with the same candidate and card-number rules as below finds none; and no float
+  written with an exponent has a magnitude a card number could have (checked while parsing).
+* **The document passes the closed schema** for the scopes the caller holds among those the
+  shape names: objects carry only declared properties (scope-tied ones only when held),
+  undeclared names only where ``additionalProperties`` keeps them (and no
+  ``patternProperties`` exist), nothing declared ``false`` or ``writeOnly``, arrays follow
+  ``items``/``prefixItems``, and no container is nested deeper than :data:`MAX_DEPTH`.
+  Compiled with ``jsonschema-rs`` once per shape and per combination of held scopes (at most
+  64), then cached on the shape; a shape needing more than :data:`MAX_CLOSED_DEFINITIONS`
+  definitions (recursive schemas unroll per depth) always takes the walk.
+
 Card numbers
 ------------
 Unless ``reveal_pan``, every string value anywhere in the document (under declared properties
@@ -79,21 +103,40 @@ dash (``4111 1111 1111 1111``, ``4111-1111-1111-1111``), not adjacent to another
 ``GB29NWBK60161331926819`` or a reference such as ``INV4111111111111111`` are not candidates),
 nor to an asterisk (digits next to ``*`` belong to a number already masked; this keeps
 minimisation idempotent).
-Within a candidate, every sequence of whole groups with 13-19 digits that passes the Luhn check
-(ISO/IEC 7812-1 annex B) is a card number -- the whole candidate, or part of it, so that
-``2024-01-05 4111 1111 1111 1111`` masks the card number. Masking keeps the first six and last
-four digits of each and the separators, and replaces the other digits with ``*``:
-``4111 11** **** 1111``. Overlapping matches are all masked (a chance match beside a card number
-masks more, never less). An unbroken run of 20 or more digits is never a card number; a
-candidate of more than 64 groups has all its digits masked (bounded work).
 
-JSON numbers are checked too: an integer (or an integral float) of 13-19 digits that passes the
-Luhn check becomes a *string*, ``"411111******1111"``. A schema typing the value as a number then
-fails validation -- deliberately: a card number in a numeric field is better refused than sent.
+Within a candidate, a sequence of whole groups is a **card number** when all three hold:
+
+1. **Brand**: its first digits fall in a payment card brand's issuer identification number
+   (IIN) range and its length is one that brand issues (ISO/IEC 7812-1; table
+   :data:`CARD_BRANDS`): Visa 4 (13, 16, 19 digits); Mastercard 51-55 and 2221-2720 (16);
+   American Express 34, 37 (15); Discover 6011, 644-649, 65 (16-19); JCB 3528-3589 (16-19);
+   Diners Club 300-305, 36, 38-39 (14-19); UnionPay 62 (16-19); Maestro 50, 56-58 and the rest
+   of 6 (13-19). Where ranges nest, the longest prefix decides (6011 is Discover's). Numbers
+   starting with 0, 1, 7, 8 or 9 (and 2 outside 2221-2720, 3 outside the ranges above) are
+   never card numbers: UK sort code + account numbers (``80200110203345``, 14 digits, one in
+   ten Luhn-valid) are not masked.
+2. **Luhn**: it passes the Luhn check (ISO/IEC 7812-1 annex B).
+3. **Grouping**: it is one unbroken group, or printed the way card numbers are: every group of
+   4-6 digits except the last, of 1-7 (``4111 1111 1111 1111``, ``3782 822463 10005``,
+   ``3056 930902 5904``, ``6221 2600 0000 0000 007``). Identifiers grouped otherwise
+   (``22289-20240509-004``, ``80-20-01 10203345``) are not card numbers, whatever their digits.
+
+The sequence may be the whole candidate or part of it, so that ``2024-01-05 4111 1111 1111
+1111`` masks the card number (and not the date). Masking keeps the first six and last four
+digits of each and the separators, and replaces the other digits with ``*``:
+``4111 11** **** 1111``. Overlapping matches are all masked (a chance match beside a card number
+masks more, never less). An unbroken run of 20 or more digits is never a card number. A group
+starts at most five sequences (a card number has at most 19 digits), so the work is linear.
+
+JSON numbers are checked too: an integer (or an integral float) whose digits are a card number
+(brand and Luhn, as above) becomes a *string*, ``"411111******1111"``. A schema typing the value
+as a number then fails validation -- deliberately: a card number in a numeric field is better
+refused than sent.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -103,6 +146,7 @@ from ..errors import ConfigurationError
 
 __all__ = [
     "CLOSED",
+    "MAX_CLOSED_DEFINITIONS",
     "MAX_DEPTH",
     "MAX_POINTERS",
     "MAX_SHAPES",
@@ -110,14 +154,19 @@ __all__ = [
     "UNCONSTRAINED",
     "Dialect",
     "DocumentTooDeep",
+    "CARD_BRANDS",
     "MinimiseReport",
     "Resolver",
     "Shape",
     "ShapeCompiler",
+    "card_brand",
     "compile_shape",
+    "is_card_number",
     "luhn_valid",
     "mask_pans",
     "minimise",
+    "minimise_body",
+    "prepare",
 ]
 
 Resolver = Callable[[str], Mapping[str, Any]]
@@ -190,6 +239,7 @@ class Shape:
     """
 
     __slots__ = (
+        "_fast",
         "additional",
         "additional_scopes",
         "forbidden",
@@ -220,6 +270,7 @@ class Shape:
         self.items: Shape = self
         #: Shapes of the leading array elements (``prefixItems``).
         self.prefix_items: tuple[Shape, ...] = ()
+        self._fast: _FastPath | None = None
 
     def __repr__(self) -> str:
         if self.unconstrained:
@@ -648,7 +699,6 @@ _SEPARATOR = re.compile(r"[ -]")
 _DIGIT = re.compile(r"\d")
 # A card number's first six digits, the middle, and its last four digits (separators kept).
 _EDGES = re.compile(r"(\d(?:[ -]?\d){5})(.*)((?:\d[ -]?){3}\d)\Z", re.DOTALL)
-_MAX_GROUPS = 64
 # The walk's pre-check, inlined for speed: an ASCII string holds a candidate only if, with
 # spaces and dashes deleted and digits turned to "0" (all else to "x"), it holds 13 zeros in a
 # row. One bytes.translate and a substring test cost a fraction of a regex scan. Other strings
@@ -658,6 +708,61 @@ _DIGITS_TO_ZERO = bytes(48 if 48 <= c <= 57 else 120 for c in range(256))
 _THIRTEEN = b"0" * 13
 _MIN_PAN = 10**12
 _MAX_PAN = 10**19
+
+_R12_19 = frozenset(range(12, 20))
+_R14_19 = frozenset(range(14, 20))
+_R16_19 = frozenset(range(16, 20))
+#: Payment card brands by issuer identification number (IIN) range: (brand, first digits from,
+#: to, allowed lengths). ISO/IEC 7812-1 numbers cards by IIN; the ranges and lengths are the
+#: brands' published ones (as collected in the Wikipedia article "Payment card number", IIN
+#: ranges table). Where ranges nest (6011 in Maestro's 6), the longest prefix decides.
+CARD_BRANDS: tuple[tuple[str, int, int, frozenset[int]], ...] = (
+    ("Visa", 4, 4, frozenset({13, 16, 19})),
+    ("Mastercard", 51, 55, frozenset({16})),
+    ("Mastercard", 2221, 2720, frozenset({16})),
+    ("American Express", 34, 34, frozenset({15})),
+    ("American Express", 37, 37, frozenset({15})),
+    ("Discover", 6011, 6011, _R16_19),
+    ("Discover", 644, 649, _R16_19),
+    ("Discover", 65, 65, _R16_19),
+    ("JCB", 3528, 3589, _R16_19),
+    ("Diners Club", 300, 305, _R14_19),
+    ("Diners Club", 36, 36, _R14_19),
+    ("Diners Club", 38, 39, _R14_19),
+    ("UnionPay", 62, 62, _R16_19),
+    ("Maestro", 50, 50, _R12_19),
+    ("Maestro", 56, 58, _R12_19),
+    ("Maestro", 6, 6, _R12_19),
+)
+
+
+def _iin_table() -> tuple[tuple[str, frozenset[int]] | None, ...]:
+    """:data:`CARD_BRANDS` as a lookup by the first four digits (0000-9999)."""
+    slots: list[tuple[int, tuple[str, frozenset[int]]] | None] = [None] * 10_000
+    for brand, low, high, lengths in CARD_BRANDS:
+        width = len(str(low))
+        scale = 10 ** (4 - width)
+        for prefix in range(low, high + 1):
+            for key in range(prefix * scale, (prefix + 1) * scale):
+                current = slots[key]
+                if current is None or current[0] < width:  # the longest prefix decides
+                    slots[key] = (width, (brand, lengths))
+    return tuple(None if slot is None else slot[1] for slot in slots)
+
+
+_IIN = _iin_table()
+
+
+def card_brand(digits: str) -> str | None:
+    """The brand whose IIN range and allowed lengths (:data:`CARD_BRANDS`) fit ``digits`` (a
+    string of decimal digits), without the Luhn check; None when none does (or under 13 digits,
+    which this module never takes for a card number)."""
+    if not 13 <= len(digits) <= 19 or not digits.isdecimal():
+        return None
+    entry = _IIN[int(digits[:4])]
+    if entry is None or len(digits) not in entry[1]:
+        return None
+    return entry[0]
 
 
 def luhn_valid(digits: str) -> bool:
@@ -681,45 +786,55 @@ def luhn_valid(digits: str) -> bool:
     return total % 10 == 0
 
 
-def _pan_spans(run: str) -> list[tuple[int, int, bool]]:
-    """The card numbers in ``run`` (a candidate): (start, end, mask every digit) spans.
+def is_card_number(digits: str) -> bool:
+    """Whether a string of 13-19 decimal digits is a card number: its IIN range and length fit a
+    brand of :data:`CARD_BRANDS` and it passes the Luhn check."""
+    if not 13 <= len(digits) <= 19:
+        return False
+    entry = _IIN[int(digits[:4])] if digits[:4].isdecimal() else None
+    return entry is not None and len(digits) in entry[1] and luhn_valid(digits)
 
-    Every sequence of whole groups with 13-19 digits that passes the Luhn check is one; they
-    may overlap, and all are masked, so a chance match next to a real card number cannot leave
-    the card number's digits visible. A run of more than :data:`_MAX_GROUPS` groups is masked
-    whole, which bounds the work.
+
+def _pan_spans(run: str) -> list[tuple[int, int]]:
+    """The card numbers in ``run`` (a candidate) as (start, end) spans, in order.
+
+    A card number is a sequence of whole groups of the run that :func:`is_card_number` accepts
+    and that is grouped like a printed card number: one group (unbroken digits), or groups of
+    4-6 digits with a last group of 1-7 (4-4-4-4, 4-6-5, 4-6-4, 4-4-4-4-3, 4-4-5, ...). Matches
+    may overlap; all are masked, so a chance match next to a card number cannot leave the card
+    number's digits visible. As a card number has at most 19 digits, each group starts at most
+    five candidate sequences: the work is linear in the run's length.
     """
     if run.isdecimal():  # one group: the common case (account numbers, unbroken card numbers)
-        return [(0, len(run), False)] if len(run) <= 19 and luhn_valid(run) else []
+        return [(0, len(run))] if is_card_number(run) else []
     groups = _SEPARATOR.split(run)
-    if len(groups) > _MAX_GROUPS:
-        return [(0, len(run), True)]
-    total = sum(map(len, groups))
-    if total - min(len(groups[0]), len(groups[-1])) < 13:
-        # A proper sub-sequence leaves out the first or the last group: none reaches 13 digits
-        # (printed 4-4-4-4 and 4-6-5 card numbers), so only the whole run can be one.
-        return [(0, len(run), False)] if total <= 19 and luhn_valid("".join(groups)) else []
-    starts = []
-    position = 0
-    for group in groups:
-        starts.append(position)
-        position += len(group) + 1  # separators are single characters
-    spans: list[tuple[int, int, bool]] = []
-    for i in range(len(groups)):
-        joined = ""
-        for j in range(i, len(groups)):
-            joined += groups[j]
-            if len(joined) > 19:
-                break
-            if len(joined) >= 13 and luhn_valid(joined):
-                spans.append((starts[i], starts[j] + len(groups[j]), False))
+    spans: list[tuple[int, int]] = []
+    start = 0
+    for i, group in enumerate(groups):
+        size = len(group)
+        if size >= 13:
+            if is_card_number(group):
+                spans.append((start, start + size))
+        elif 4 <= size <= 6:
+            joined = group
+            end = start + size
+            for following in groups[i + 1 :]:
+                joined += following
+                end += 1 + len(following)
+                if len(joined) > 19:
+                    break
+                if len(joined) >= 13 and len(following) <= 7 and is_card_number(joined):
+                    spans.append((start, end))
+                if not 4 <= len(following) <= 6:
+                    break  # it cannot stand inside a grouped card number
+        start += size + 1  # separators are single characters
     return spans
 
 
 def _mask_text(text: str) -> str | None:
     """``text`` with its card numbers masked; None when it has none."""
     if text.isdecimal():  # all digits: account numbers, unbroken card numbers
-        if 13 <= len(text) <= 19 and luhn_valid(text):
+        if is_card_number(text):
             return text[:6] + "*" * (len(text) - 10) + text[-4:]
         return None
     match = _RUN.search(text)
@@ -741,19 +856,19 @@ def _mask_text(text: str) -> str | None:
     return "".join(pieces)
 
 
-def _mask_run(run: str, spans: list[tuple[int, int, bool]]) -> str:
+def _mask_run(run: str, spans: list[tuple[int, int]]) -> str:
     """``run`` with the digits of ``spans`` masked (PCI DSS v4.0 3.4.1: at most the first six
     and the last four digits of a card number stay visible)."""
-    if len(spans) == 1 and not spans[0][2]:
-        start, end, _ = spans[0]
+    if len(spans) == 1:
+        start, end = spans[0]
         edges = _EDGES.match(run, start, end)
         if edges is not None:
             head, middle, tail = edges.groups()
             return run[:start] + head + _DIGIT.sub("*", middle) + tail + run[end:]
     chars = list(run)
-    for start, end, everything in spans:  # overlapping: mask the union
+    for start, end in spans:  # overlapping: mask the union
         digits = [k for k in range(start, end) if chars[k] not in " -"]
-        for k in digits if everything else digits[6:-4]:
+        for k in digits[6:-4]:
             chars[k] = "*"
     return "".join(chars)
 
@@ -768,7 +883,7 @@ def _mask_number(value: int | float) -> str | None:
     if not (_MIN_PAN <= magnitude < _MAX_PAN):
         return None
     digits = str(magnitude)
-    if not luhn_valid(digits):
+    if not is_card_number(digits):
         return None
     masked = digits[:6] + "*" * (len(digits) - 10) + digits[-4:]
     return "-" + masked if value < 0 else masked
@@ -1104,3 +1219,257 @@ def minimise(
         masked_pointers=tuple(walk.masked_at),
     )
     return result, report
+
+
+# --------------------------------------------------------------------------------------------
+# The response path: one JSON body, parsed, minimised, with a fast path for the common case
+
+#: At most this many definitions in one closed schema (:func:`prepare`); larger shapes (deeply
+#: recursive schemas) always take the walk.
+MAX_CLOSED_DEFINITIONS = 20_000
+#: Closed schemas kept per shape, one per distinct set of the shape's scopes a caller holds.
+_MAX_VARIANTS = 64
+_EMPTY_REPORT = MinimiseReport()
+_NOT_A_CONTAINER: dict[str, Any] = {"type": ["string", "number", "boolean", "null"]}
+
+
+class _BigFloat(Exception):
+    """A JSON number parsed as a float that :func:`_mask_number` would look at."""
+
+
+def _parse_float(text: str) -> float:
+    value = float(text)
+    if _MIN_PAN <= abs(value) < _MAX_PAN and value.is_integer():
+        raise _BigFloat
+    return value
+
+
+_WATCHING_DECODER = json.JSONDecoder(parse_float=_parse_float)
+
+
+class _FastPath:
+    """A shape's closed schemas (built by :func:`prepare`), and the scopes the shape names."""
+
+    __slots__ = ("scopes", "usable", "validators")
+
+    def __init__(self, scopes: frozenset[str], usable: bool) -> None:
+        #: Every scope some property of the shape (at any depth) is tied to.
+        self.scopes = scopes
+        #: False when the shape is too large for a closed schema: the walk always runs.
+        self.usable = usable
+        #: Held scopes (a subset of :attr:`scopes`) → the compiled closed schema (None: unusable).
+        self.validators: dict[frozenset[str], Any] = {}
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _shape_scopes(shape: Shape) -> frozenset[str]:
+    """Every scope a property reachable from ``shape`` is tied to."""
+    seen: set[int] = set()
+    stack = [shape]
+    found: set[str] = set()
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        for need in node.property_scopes.values():
+            found |= need
+        found |= node.additional_scopes
+        stack.extend(node.properties.values())
+        for _, sub, need in node.patterns:
+            found |= need
+            if sub is not None:
+                stack.append(sub)
+        if node.additional is not None:
+            stack.append(node.additional)
+        stack.append(node.items)
+        stack.extend(node.prefix_items)
+    return frozenset(found)
+
+
+def _closed_schema(shape: Shape, held: frozenset[str]) -> dict[str, Any]:
+    """A JSON Schema (2020-12) accepted only by documents :func:`minimise` leaves unchanged (with
+    ``reveal_pan``, for a caller holding ``held`` of the shape's scopes).
+
+    Objects may carry only the names the walk keeps: declared properties whose scopes are held,
+    and undeclared ones only where ``additionalProperties`` keeps them for this caller (not
+    where ``patternProperties`` exist: such objects take the walk). Arrays' elements follow
+    ``items``/``prefixItems``. The schema is stricter than the walk in one respect: containers
+    nested deeper than :data:`MAX_DEPTH` are refused even where the walk would not look (unless
+    it raises :class:`DocumentTooDeep`, the walk decides). Definitions are keyed by shape and
+    depth, so recursive shapes unroll to :data:`MAX_DEPTH` levels at most.
+    """
+    names: dict[tuple[int, int], str] = {}
+    defs: dict[str, Any] = {}
+    queue: list[tuple[Shape, int, str]] = []
+
+    def ref(node: Shape, depth: int) -> dict[str, Any]:
+        if depth > MAX_DEPTH:
+            return _NOT_A_CONTAINER
+        key = (id(node), depth)
+        name = names.get(key)
+        if name is None:
+            if len(names) >= MAX_CLOSED_DEFINITIONS:
+                raise _TooLarge
+            name = names[key] = f"s{len(names)}"
+            queue.append((node, depth, name))
+        return {"$ref": "#/$defs/" + name}
+
+    root = ref(shape, 0)
+    while queue:
+        node, depth, name = queue.pop()
+        child = depth + 1
+        if node.unconstrained:
+            below = ref(node, child)
+            defs[name] = {"additionalProperties": below, "items": below}
+            continue
+        properties: dict[str, Any] = {}
+        for key, sub in node.properties.items():
+            need = node.property_scopes.get(key)
+            properties[key] = False if need and not need <= held else ref(sub, child)
+        for key in node.forbidden:
+            properties[key] = False
+        additional: Any = False
+        if not node.patterns and node.additional is not None and node.additional_scopes <= held:
+            additional = ref(node.additional, child)
+        schema: dict[str, Any] = {
+            "properties": properties,
+            "additionalProperties": additional,
+            "items": ref(node.items, child),
+        }
+        if node.prefix_items:
+            schema["prefixItems"] = [ref(sub, child) for sub in node.prefix_items]
+        defs[name] = schema
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **root, "$defs": defs}
+
+
+def prepare(shape: Shape) -> None:
+    """Build the fast path of ``shape`` for :func:`minimise_body` now (else at its first use).
+
+    Compiles the closed schema for a caller holding none of the shape's scopes, and for one
+    holding them all; other combinations are compiled when first met. Call it when the spec
+    loads, beside :func:`compile_shape`.
+    """
+    fast = _fast_path(shape)
+    if fast.usable:
+        _closed_validator(shape, fast, frozenset())
+        _closed_validator(shape, fast, fast.scopes)
+
+
+def _fast_path(shape: Shape) -> _FastPath:
+    fast = shape._fast
+    if fast is None:
+        fast = shape._fast = _FastPath(_shape_scopes(shape), True)
+    return fast
+
+
+def _closed_validator(shape: Shape, fast: _FastPath, held: frozenset[str]) -> Any:
+    """The compiled closed schema for ``held`` (cached on the shape); None when unusable."""
+    try:
+        return fast.validators[held]
+    except KeyError:
+        pass
+    if len(fast.validators) >= _MAX_VARIANTS:
+        return None
+    import jsonschema_rs
+
+    try:
+        validator: Any = jsonschema_rs.Draft202012Validator(_closed_schema(shape, held))
+    except _TooLarge:
+        fast.usable = False
+        return None
+    fast.validators[held] = validator
+    return validator
+
+
+# Digits, spaces and dashes to "0", all else to "x": positions stay those of the body.
+_RUN_TO_ZERO = bytes(48 if 48 <= c <= 57 or c in (32, 45) else 120 for c in range(256))
+#: Runs of 13 or more digits, spaces and dashes the body scan looks at before it gives up and
+#: lets the walk decide (deeply indented JSON has many runs of spaces).
+_MAX_SCANNED_RUNS = 256
+
+
+def _may_hold_pan(body: bytes) -> bool:
+    """Whether a UTF-8 JSON body may hold something :func:`minimise` masks (a superset).
+
+    In an ASCII body without a backslash, the text of every string (value or name) and of every
+    number stands in the body as written, between characters that are neither letters, digits
+    nor asterisks (quotes, ``:``, ``,``, brackets, white space). So the candidate runs the walk
+    looks at are the candidate runs of the body itself, and :func:`_pan_spans` tells whether any
+    of them holds a card number. The scan looks only at maximal runs of digits, spaces and
+    dashes of 13 characters or more (one ``bytes.translate``, then ``find``). Bodies with other
+    bytes (non-ASCII digits) or backslashes (escapes change what a string holds) are taken to
+    hold one; floats written with an exponent are caught while parsing (:func:`_parse_float`).
+    """
+    if not body.isascii() or b"\\" in body:
+        return True
+    zeros = body.translate(_RUN_TO_ZERO)
+    at = zeros.find(_THIRTEEN)
+    scanned = 0
+    while at >= 0:
+        scanned += 1
+        if scanned > _MAX_SCANNED_RUNS:  # give up locating; are there 13 digits at all?
+            return _THIRTEEN in body.translate(_DIGITS_TO_ZERO, b" -")
+        end = zeros.find(b"x", at)
+        if end < 0:
+            end = len(zeros)
+        # The run starts at ``at`` (the search starts after the previous one); the characters
+        # on either side are neither digits, spaces nor dashes.
+        run = body[at:end]
+        if run.isdigit():  # the common case: account numbers, references
+            before = body[at - 1 : at]
+            after = body[end : end + 1]
+            bounded = not (before.isalpha() or before == b"*" or after.isalpha() or after == b"*")
+            if bounded and is_card_number(run.decode("ascii")):
+                return True
+        else:  # with the characters on either side, which the pattern's look-arounds read
+            piece = body[max(at - 1, 0) : end + 1].decode("ascii")
+            for match in _RUN.finditer(piece):
+                if _pan_spans(match.group()):
+                    return True
+        at = zeros.find(_THIRTEEN, end)
+    return False
+
+
+def minimise_body(
+    body: bytes, shape: Shape, *, scopes: frozenset[str], reveal_pan: bool
+) -> tuple[Any, MinimiseReport]:
+    """Parse a JSON response body (as :func:`json.loads` does) and :func:`minimise` it.
+
+    Returns what :func:`minimise` returns for the parsed body -- the result *is* the parsed
+    document when nothing changed. Raises :class:`ValueError` (:class:`json.JSONDecodeError`)
+    or :class:`RecursionError` for a body that is not JSON, :class:`DocumentTooDeep` as
+    :func:`minimise` does.
+
+    Fast path: when the body cannot hold a card number (or ``reveal_pan``) and the parsed
+    document passes the shape's closed schema (only names the walk keeps for this caller, see
+    :func:`prepare`), the walk would change nothing and is skipped. Everything else takes the
+    walk; the results are the same either way.
+    """
+    fast = _fast_path(shape)
+    may_mask = not reveal_pan
+    if may_mask:
+        encoding = json.detect_encoding(body)
+        text = body.decode(encoding, "surrogatepass")  # as json.loads decodes bytes
+        try:
+            document = _WATCHING_DECODER.decode(text)
+        except _BigFloat:
+            document = json.loads(text)
+        else:
+            may_mask = encoding != "utf-8" or _may_hold_pan(body)
+    else:
+        document = json.loads(body)
+    if not may_mask and fast.usable:
+        held = scopes & fast.scopes if fast.scopes else frozenset()
+        validator = _closed_validator(shape, fast, held)
+        if validator is not None:
+            try:
+                unchanged = validator.is_valid(document)
+            except Exception:
+                unchanged = False
+            if unchanged:
+                return document, _EMPTY_REPORT
+    return minimise(document, shape, scopes=scopes, reveal_pan=reveal_pan)
