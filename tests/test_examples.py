@@ -1072,3 +1072,9 @@ def test_both_apps_minimise_their_responses(live: Live) -> None:
     assert cards
     assert {c["Identification"] for c in cards} == {"465943******6541"}
     assert all(c["CardSchemeName"] == "VISA" for c in cards)
+    # Not card numbers, though Luhn-valid or long digit runs: a UK sort code + account number and
+    # the dash-grouped transaction ids come back whole.
+    assert accounts[0]["Account"][0]["Identification"] == "80200110203345"
+    ids = [t["TransactionId"] for t in responses[JULY]["Data"]["Transaction"]]
+    assert ids
+    assert not any("*" in i for i in ids)
