@@ -483,3 +483,42 @@ def test_finish_still_minimises_masks_and_refuses(guard):
     assert _finish(guard, b'{"Card": "x"}').status == 502  # Id missing
     assert _finish(guard, b'{"Id": "1",').status == 502  # not JSON
     assert _finish(guard, b"[" * 300 + b"]" * 300).status == 502  # too deep
+
+
+# -- bodies at the edges of JSON parse as json.loads parses them ------------------------------
+
+ANY_NUMBERS = {"type": "object", "additionalProperties": True}
+
+
+@pytest.mark.parametrize(
+    ("body", "why"),
+    [
+        (b'{"n": NaN}', "json accepts NaN"),
+        (b'{"n": 123456789012345678901234567890}', "beyond 64-bit integers"),
+        (b'{"s": "\\ud800"}', "a lone surrogate"),
+        (b'\xef\xbb\xbf{"a": 1}', "a UTF-8 byte order mark"),
+        (b'{"a": 1, "a": 2}', "the last duplicate wins in both"),
+    ],
+)
+def test_edge_bodies_parse_as_json_loads_does(body: bytes, why: str) -> None:
+    shape = shape_of(ANY_NUMBERS)
+    prepare(shape)
+    try:
+        expected: Any = minimise(json.loads(body), shape, scopes=NO_SCOPES, reveal_pan=False)
+    except ValueError as exc:
+        with pytest.raises(type(exc)):
+            minimise_body(body, shape, scopes=NO_SCOPES, reveal_pan=False)
+        return
+    got = minimise_body(body, shape, scopes=NO_SCOPES, reveal_pan=False)
+    assert json.dumps(got[0]) == json.dumps(expected[0]), why
+    assert got[1] == expected[1], why
+
+
+def test_a_card_sized_number_written_with_an_exponent_is_still_masked() -> None:
+    shape = shape_of(ANY_NUMBERS)
+    prepare(shape)
+    document, report = minimise_body(
+        b'{"n": 4.111111111111111e15}', shape, scopes=NO_SCOPES, reveal_pan=False
+    )
+    assert document == {"n": "411111******1111"}
+    assert report.masked == 1
