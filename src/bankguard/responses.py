@@ -107,23 +107,18 @@ class ResponsePlan:
             return self._invalid(body, errors)
         if not changed:
             return ResponseOutcome(self.status, self.headers, body)
-        if policy.responses.mode == "report":
-            guard.response_event(
-                decision,
-                outcome="report",
-                status=self.status,
-                reason="openapi.response_minimised",
-                notes=_notes(report),
-            )
+        # Removals and maskings both leave evidence (PCI-DSS 4.0 §3.4.1, §10.2); under report the
+        # application's body goes out as it wrote it.
+        report_only = policy.responses.mode == "report"
+        guard.response_event(
+            decision,
+            outcome="report" if report_only else "allow",
+            status=self.status,
+            reason="openapi.response_minimised",
+            notes=_notes(report),
+        )
+        if report_only:
             return ResponseOutcome(self.status, self.headers, body)
-        if changed:  # removals and maskings both leave evidence (PCI-DSS 4.0 §3.4.1, §10.2)
-            guard.response_event(
-                decision,
-                outcome="allow",
-                status=self.status,
-                reason="openapi.response_minimised",
-                notes=_notes(report),
-            )
         new_body = json.dumps(minimised, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
         return ResponseOutcome(self.status, _with_length(self.headers, len(new_body)), new_body)
 
