@@ -150,3 +150,56 @@ def test_console_script_exit_codes(tmp_path):
     missing = run_console_script("check-policy", str(tmp_path / "absent.yaml"))
     assert (missing.returncode, missing.stdout) == (2, "")
     assert "no such file" in missing.stderr
+
+
+_SPEC = """
+openapi: 3.0.3
+info: {title: t, version: "1"}
+paths:
+  /accounts:
+    get:
+      parameters:
+        - {name: limit, in: query, schema: {type: integer, enum: [1, 1]}}
+      responses: {"200": {description: ok}}
+"""
+_TOKENS = """
+tokens:
+  issuers:
+    - issuer: https://as.bank.example
+      audiences: [https://api.bank.example]
+      algorithms: [ES256]
+      jwks_uri: https://as.bank.example/jwks
+"""
+
+
+def test_check_policy_loads_the_openapi_spec_and_prints_its_warnings(tmp_path, capsys):
+    (tmp_path / "spec.yaml").write_text(_SPEC)
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(_TOKENS + "openapi: {spec: spec.yaml}\n")
+    assert main(["check-policy", str(policy)]) == 0
+    out = capsys.readouterr().out
+    assert "OpenAPI 3.0.3, 1 operation, loaded in" in out
+    assert "warning:" in out
+    assert "enum" in out
+
+
+def test_check_policy_refuses_a_spec_needing_tokens_without_a_token_source(tmp_path, capsys):
+    (tmp_path / "spec.yaml").write_text(_SPEC)
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("openapi: {spec: spec.yaml}\n")
+    assert main(["check-policy", str(policy)]) == 1
+    err = capsys.readouterr().err
+    assert "openapi.spec" in err
+    assert "1 operation of the spec needs a token" in err
+
+
+def test_check_policy_reports_an_unusable_spec_without_a_traceback(tmp_path, capsys):
+    (tmp_path / "spec.yaml").write_text(
+        "openapi: 3.0.3\npaths: {/a: {get: {responses: {'200': {$ref: '#/nope'}}}}}\n"
+    )
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(_TOKENS + "openapi: {spec: spec.yaml}\n")
+    assert main(["check-policy", str(policy)]) == 1
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err
+    assert "problem" in captured.err

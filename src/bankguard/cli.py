@@ -43,7 +43,8 @@ def check_policy(path: str) -> int:
     if contract is not None:
         print(
             f"openapi            {policy.openapi.spec}: OpenAPI {contract.version}, "
-            f"{len(contract.operations)} operations, loaded in {contract.load_seconds * 1000:.0f} ms"
+            f"{len(contract.operations)} operation{'' if len(contract.operations) == 1 else 's'}, "
+            f"loaded in {contract.load_seconds * 1000:.0f} ms"
         )
         for warning in contract.warnings:
             print(f"  warning: {warning}")
