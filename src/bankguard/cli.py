@@ -23,7 +23,12 @@ def check_policy(path: str) -> int:
         if section.spec is not None:
             from .openapi.contract import load_contract
 
-            contract = load_contract(section.spec, base_path=section.base_path, strict=section.strict)
+            contract = load_contract(
+                section.spec,
+                base_path=section.base_path,
+                strict=section.strict,
+                query_date_time_without_offset=section.query_date_time_without_offset,
+            )
             from .controls.contract import checked_operations
 
             checked_operations(policy, contract)

@@ -97,6 +97,9 @@ class OpenApiPolicy(Section):
     strict: bool = False
     #: Require the OAuth2 scopes of each operation's ``security`` (decorators become optional).
     scopes_from_spec: bool = True
+    #: Accept ``date-time`` query values without a UTC offset (``2024-05-01T09:30:00``), as the
+    #: UK Open Banking specs ask clients to send date filters; bodies stay RFC 3339.
+    query_date_time_without_offset: bool = False
     responses: ResponsesPolicy = field(default_factory=ResponsesPolicy)
     minimise: MinimisePolicy = field(default_factory=MinimisePolicy)
 

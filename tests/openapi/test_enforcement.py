@@ -430,3 +430,55 @@ def test_client_chosen_property_names_never_reach_problems_or_events_raw(
     text = events.events[-1].to_json()
     assert "4111111111111111" not in text
     assert "X-Injected" not in response.text or "\\n" not in response.text
+
+
+UK_SPEC = "/work/shared/specs/uk-ob/account-info-openapi.yaml"
+UK_TRANSACTIONS = "/open-banking/v4.0/aisp/accounts/22289/transactions"
+
+
+def _uk_policy(events: EventCollector, **openapi: Any) -> Policy:
+    return Policy.from_dict(
+        {
+            "tokens": {
+                "issuers": [
+                    {
+                        "issuer": ISSUER.issuer,
+                        "audiences": ["https://api.bank.example"],
+                        "algorithms": ["ES256"],
+                        "jwks": ISSUER.jwks(),
+                    }
+                ]
+            },
+            "openapi": {"spec": UK_SPEC, **openapi},
+            "audit": {"sink": events},
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "strict", "lenient"),
+    [
+        ("2024-05-01T09:30:00", 400, 200),  # UK OB guidance: no offset
+        ("2024-05-01T09:30:00.250", 400, 200),
+        ("2024-05-01T09:30:00+01:00", 200, 200),  # RFC 3339
+        ("2024-02-30T09:30:00", 400, 400),  # no such day
+        ("2024-05-01", 400, 400),  # a date is not a date-time
+        ("last Tuesday", 400, 400),
+    ],
+)
+def test_uk_date_filters_without_an_offset_are_accepted_when_configured(
+    events: EventCollector, value: str, strict: int, lenient: int
+) -> None:
+    from urllib.parse import quote
+
+    from bankguard.testing import make_facts
+
+    target = f"{UK_TRANSACTIONS}?fromBookingDateTime={quote(value)}"
+    headers = [("authorization", f"Bearer {ISSUER.mint(scope='accounts')}"), ("x-fapi-interaction-id", IID)]
+    for options, expected in (({}, strict), ({"query_date_time_without_offset": True}, lenient)):
+        guard = Guard(_uk_policy(events, **options))
+        decision = guard.decide(make_facts("GET", target, headers=headers))
+        status = 200 if decision.allowed else decision.event.status
+        assert status == expected, (value, options)
+        if status == 400:
+            assert "openapi.query.fromBookingDateTime:format" in decision.event.notes

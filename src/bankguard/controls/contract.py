@@ -41,7 +41,12 @@ def load_policy_contract(policy: Policy) -> Any:
         return None
     from ..openapi.contract import load_contract
 
-    contract = load_contract(section.spec, base_path=section.base_path, strict=section.strict)
+    contract = load_contract(
+        section.spec,
+        base_path=section.base_path,
+        strict=section.strict,
+        query_date_time_without_offset=section.query_date_time_without_offset,
+    )
     for warning in contract.warnings:
         log.warning("bankguard: openapi spec %s: %s", section.spec, warning)
     return contract

@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 from ._load import Defects, Document, Documents, Ptr, fail, location
 from ._params import DEFAULT_STYLE, STYLES, Param, is_json, media_type
-from ._schema import Dialect, SchemaSet
+from ._schema import Dialect, SchemaSet, date_time_offset_optional
 from .contract import OperationContract, Resolver, ResponseContract, _Body, _Media, _Response
 
 _METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
@@ -39,11 +39,24 @@ _STATUS = re.compile(r"[1-5](?:[0-9][0-9]|XX)")
 class Builder:
     """Walks the paths of the document into operation contracts."""
 
-    def __init__(self, docs: Documents, defects: Defects, dialect: Dialect, base_path: str | None) -> None:
+    def __init__(
+        self,
+        docs: Documents,
+        defects: Defects,
+        dialect: Dialect,
+        base_path: str | None,
+        query_date_time_without_offset: bool = False,
+    ) -> None:
         self.docs = docs
         self.defects = defects
         self.dialect: Dialect = dialect
         self.requests = SchemaSet(docs, defects, dialect, "request")
+        #: Query parameter schemas; their own set when date-times may come without an offset.
+        self.query = (
+            SchemaSet(docs, defects, dialect, "request", formats={"date-time": date_time_offset_optional})
+            if query_date_time_without_offset
+            else self.requests
+        )
         self.responses = SchemaSet(docs, defects, dialect, "response")
         self.resolve = cast(Resolver, docs.resolve)
         root = docs.root.data
@@ -270,7 +283,8 @@ class Builder:
         schema, content = node.get("schema"), node.get("content")
         if schema is not None:
             param.describe(schema, self.docs.resolve)
-            param.compiled = self.requests.add(schema, doc, (*ptr, "schema"))
+            schemas = self.query if where_in == "query" else self.requests
+            param.compiled = schemas.add(schema, doc, (*ptr, "schema"))
         elif isinstance(content, dict) and len(content) == 1:
             key, media = next(iter(content.items()))
             media, mdoc, mptr = self._at(media, doc, (*ptr, "content", key))

@@ -32,7 +32,7 @@ Draft 4 has no ``uuid``; a format function adds it for OAS 3.0.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal, NoReturn
 
 import jsonschema_rs
@@ -232,6 +232,32 @@ def _is_uuid(value: str) -> bool:
     return _UUID.fullmatch(value) is not None
 
 
+_LOCAL_DATE_TIME = re.compile(
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt]([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.[0-9]{1,9})?"
+)
+_OFFSET = re.compile(r"[Zz]|[+-][0-9]{2}:[0-9]{2}")
+
+
+def date_time_offset_optional(value: str) -> bool:
+    """RFC 3339 ``date-time``, or the same without its offset (an ISO 8601 local date-time,
+    ``2024-05-01T09:30:00``), as UK Open Banking asks clients to send date filters; the date and
+    the time must still exist (no 2024-02-30, no 25:00)."""
+    import datetime as _dt
+
+    m = _LOCAL_DATE_TIME.match(value)
+    if m is None:
+        return False
+    rest = value[m.end() :]
+    if rest and not _OFFSET.fullmatch(rest):
+        return False
+    year, month, day, hour, minute, second = (int(g) for g in m.groups())
+    try:
+        _dt.datetime(year, month, day, hour, minute, min(second, 59))  # a leap second is allowed
+    except ValueError:
+        return False
+    return second <= 60 and (not rest or rest in "Zz" or (int(rest[1:3]) < 24 and int(rest[4:6]) < 60))
+
+
 def _no_retrieval(uri: str) -> NoReturn:
     raise ValueError(f"schema {uri!r} is not part of the spec; nothing is fetched")
 
@@ -252,16 +278,19 @@ def compile_translated(
     oas: bool = True,
     registry: jsonschema_rs.Registry | None = None,
     retriever: Callable[[str], Any] | None = None,
+    formats: Mapping[str, Callable[[str], bool]] | None = None,
 ) -> jsonschema_rs.Validator:
     """Compile an already translated schema (raises jsonschema_rs.ValidationError if invalid)."""
     keywords: dict[str, type[Any]] = {}
+    checks: dict[str, Callable[[str], bool]] = {"uuid": _is_uuid} if dialect == "oas30" else {}
+    checks.update(formats or {})
     if oas:
         keywords["readOnly" if direction == "request" else "writeOnly"] = (
             _RefuseReadOnly if direction == "request" else _RefuseWriteOnly
         )
     return validator_class(dialect)(
         schema,
-        formats={"uuid": _is_uuid} if dialect == "oas30" else None,
+        formats=checks or None,
         validate_formats=True,
         ignore_unknown_formats=True,
         retriever=retriever or _no_retrieval,
@@ -337,7 +366,15 @@ class SchemaSet:
     """The spec's schemas for one direction: translated once, ``$ref`` targets registered once
     in a shared registry, every validator compiled once at load (never per request)."""
 
-    def __init__(self, docs: Documents, defects: Defects, dialect: Dialect, direction: Direction) -> None:
+    def __init__(
+        self,
+        docs: Documents,
+        defects: Defects,
+        dialect: Dialect,
+        direction: Direction,
+        formats: Mapping[str, Callable[[str], bool]] | None = None,
+    ) -> None:
+        self._formats = formats
         self._docs = docs
         self._defects = defects
         self.dialect: Dialect = dialect
@@ -405,7 +442,9 @@ class SchemaSet:
                     self._blame(item, registry, exc)
 
     def _compile(self, schema: Any, registry: jsonschema_rs.Registry | None) -> jsonschema_rs.Validator:
-        return compile_translated(schema, dialect=self.dialect, direction=self.direction, registry=registry)
+        return compile_translated(
+            schema, dialect=self.dialect, direction=self.direction, registry=registry, formats=self._formats
+        )
 
     def _blame(self, item: Compiled, registry: jsonschema_rs.Registry | None, exc: Exception) -> NoReturn:
         """Name the schema that failed to compile: the root itself, or one it references."""

@@ -300,7 +300,11 @@ class Contract:
 
 
 def load_contract(
-    source: str | os.PathLike[str], *, base_path: str | None = None, strict: bool = False
+    source: str | os.PathLike[str],
+    *,
+    base_path: str | None = None,
+    strict: bool = False,
+    query_date_time_without_offset: bool = False,
 ) -> Contract:
     """Load and compile an OpenAPI 3.0.x / 3.1.x document.
 
@@ -331,9 +335,11 @@ def load_contract(
     docs.scan_all()
     from ._build import Builder  # the builder constructs this module's classes
 
-    builder = Builder(docs, defects, dialect, base_path)
+    builder = Builder(docs, defects, dialect, base_path, query_date_time_without_offset)
     operations = builder.operations()
     builder.requests.compile()
+    if builder.query is not builder.requests:
+        builder.query.compile()
     builder.responses.compile()
     return Contract(
         version=version,
