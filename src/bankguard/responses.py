@@ -27,6 +27,7 @@ from .errors import ResponseInvalid
 if TYPE_CHECKING:
     from .decision import Decision
     from .guard import Guard
+    from .openapi.minimise import MinimiseReport
 
 Header = tuple[str, str]
 
@@ -101,7 +102,7 @@ class ResponsePlan:
             return self._invalid(body, ["(body nests too deeply)"])
         except (ValueError, RecursionError):
             return self._invalid(body, ["(body is not JSON)"])
-        changed = _changed(report)
+        changed = report.changed
         errors = self.contract.validate(minimised) if self.validate else []
         if errors:
             return self._invalid(body, errors)
@@ -143,22 +144,13 @@ def sampled(mode: str, rate: float) -> bool:
     return mode != "sample" or random.random() < rate  # noqa: S311 - sampling, not security
 
 
-def _changed(report: Any) -> bool:
-    return bool(_removed(report) or getattr(report, "masked", 0))
-
-
-def _removed(report: Any) -> int:
-    return int(getattr(report, "removed_undeclared", 0)) + int(getattr(report, "removed_unauthorised", 0))
-
-
-def _notes(report: Any) -> tuple[str, ...]:
-    notes = [
-        f"openapi.removed_undeclared:{getattr(report, 'removed_undeclared', 0)}",
-        f"openapi.removed_unauthorised:{getattr(report, 'removed_unauthorised', 0)}",
-        f"openapi.masked:{getattr(report, 'masked', 0)}",
-    ]
-    notes.extend(f"openapi.removed{pointer}" for pointer in list(getattr(report, "pointers", ()))[:10])
-    return tuple(notes)
+def _notes(report: MinimiseReport) -> tuple[str, ...]:
+    return (
+        f"openapi.removed_undeclared:{report.removed_undeclared}",
+        f"openapi.removed_unauthorised:{report.removed_unauthorised}",
+        f"openapi.masked:{report.masked}",
+        *(f"openapi.removed{pointer}" for pointer in report.pointers[:10]),
+    )
 
 
 def _with_length(headers: list[Header], length: int) -> list[Header]:
