@@ -500,18 +500,47 @@ ANY_NUMBERS = {"type": "object", "additionalProperties": True}
         (b'{"a": 1, "a": 2}', "the last duplicate wins in both"),
     ],
 )
-def test_edge_bodies_parse_as_json_loads_does(body: bytes, why: str) -> None:
+@pytest.mark.parametrize("reveal", [False, True])
+def test_edge_bodies_parse_as_json_loads_does(body: bytes, why: str, reveal: bool) -> None:
     shape = shape_of(ANY_NUMBERS)
     prepare(shape)
     try:
-        expected: Any = minimise(json.loads(body), shape, scopes=NO_SCOPES, reveal_pan=False)
+        expected: Any = minimise(json.loads(body), shape, scopes=NO_SCOPES, reveal_pan=reveal)
     except ValueError as exc:
         with pytest.raises(type(exc)):
-            minimise_body(body, shape, scopes=NO_SCOPES, reveal_pan=False)
+            minimise_body(body, shape, scopes=NO_SCOPES, reveal_pan=reveal)
         return
-    got = minimise_body(body, shape, scopes=NO_SCOPES, reveal_pan=False)
+    got = minimise_body(body, shape, scopes=NO_SCOPES, reveal_pan=reveal)
     assert json.dumps(got[0]) == json.dumps(expected[0]), why
     assert got[1] == expected[1], why
+
+
+@pytest.mark.parametrize("reveal", [False, True])
+def test_numbers_orjson_would_change_are_parsed_exactly(reveal: bool) -> None:
+    """Integers beyond 64 bits and exponent-written floats of card-number size: the first parse
+    cannot be trusted with them, so the standard library parses the body again."""
+    shape = shape_of(ANY_NUMBERS)
+    prepare(shape)
+    big = 2**64 + 1  # a float would be 2**64 exactly
+    document, _ = minimise_body(
+        f'{{"n": {big}, "m": -{big}}}'.encode(), shape, scopes=NO_SCOPES, reveal_pan=reveal
+    )
+    assert document == {"n": big, "m": -big}
+    assert type(document["n"]) is int
+    document, _ = minimise_body(b'{"n": 5.5e15}', shape, scopes=NO_SCOPES, reveal_pan=reveal)
+    assert document == {"n": 5.5e15}
+
+
+def test_large_numbers_that_are_not_card_numbers_keep_the_fast_path(monkeypatch) -> None:
+    """Millisecond timestamps (13 digits) fail the first closed check, pass the exact one: no walk."""
+    shape = shape_of(ANY_NUMBERS)
+    prepare(shape)
+    walks = WalkCounter(monkeypatch)
+    body = b'{"bookedAt": 1763790000000, "amount": -1763790000000, "small": 12}'
+    document, report = minimise_body(body, shape, scopes=NO_SCOPES, reveal_pan=False)
+    assert document == json.loads(body)
+    assert not report.changed
+    assert walks.calls == 0
 
 
 def test_a_card_sized_number_written_with_an_exponent_is_still_masked() -> None:
