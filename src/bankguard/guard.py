@@ -34,6 +34,7 @@ from .controls.auth import AuthCheck
 from .controls.contract import ContractCheck, checked_operations, load_policy_contract
 from .controls.interaction import InteractionIdCheck
 from .controls.interaction import resolve as resolve_interaction_id
+from .controls.ratelimit import RATELIMIT_HEADERS, PreAuthLimitCheck, TppLimitCheck
 from .controls.request import RequestCheck
 from .controls.routes import RouteCheck
 from .controls.tokens import TokenCheck
@@ -58,11 +59,12 @@ Flow = Generator[StoreOp, Any, Decision]
 def default_checks(policy: Policy, tokens: TokenCheck | None = None, contract: Any = None) -> list[Check]:
     """The built-in checks, in evaluation order."""
     operations = checked_operations(policy, contract) if contract is not None else []
-    checks: list[Check] = [
-        RequestCheck(policy.request),
-        InteractionIdCheck(policy.interaction_id),
-        RouteCheck(policy.routes, operations),
-    ]
+    routes = RouteCheck(policy.routes, operations)
+    checks: list[Check] = [RequestCheck(policy.request), InteractionIdCheck(policy.interaction_id), routes]
+    limited = policy.ratelimit.enabled
+    if limited and policy.ratelimit.preauth.limits is not None:
+        # Before any certificate or token is verified: a flood costs a counter, not a signature check.
+        checks.append(PreAuthLimitCheck(policy))
     if policy.client_cert.source != "none":
         from .controls.mtls import ClientCertCheck
 
@@ -70,6 +72,9 @@ def default_checks(policy: Policy, tokens: TokenCheck | None = None, contract: A
     checks.append(AuthCheck(policy.auth))
     if tokens is not None:
         checks.append(tokens)
+    if limited:
+        # After the credentials are verified: only a verified identity is counted (OWASP-14).
+        checks.append(TppLimitCheck(policy, [op.id for op in routes.table.operations]))
     if contract is not None:
         checks.append(ContractCheck(policy))
     return checks
@@ -529,6 +534,7 @@ class Guard:
         iid = self.interaction_header
         forced = {iid}
         ours = decision.response_headers
+        forced.update(name for name, _ in ours if name in RATELIMIT_HEADERS)
         ours_nonce = any(name == "dpop-nonce" for name, _ in ours)
         if ours_nonce or any(k.lower() == "dpop-nonce" for k, _ in headers):
             # A response carrying a DPoP-Nonce is not cached (RFC 9449 §8.2) and carries one only

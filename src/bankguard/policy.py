@@ -30,6 +30,7 @@ from .errors import ConfigProblem, ConfigurationError
 from .policy_dpop import DPoPPolicy, Origin, StoragePolicy, parse_origins
 from .policy_mtls import HEADER_SOURCES, PSD2_ROLE_NAMES, ClientCertPolicy
 from .policy_openapi import OpenApiPolicy
+from .policy_ratelimit import RateLimitPolicy
 from .policy_tokens import PROFILE_ALGORITHMS, TokensPolicy
 
 log = logging.getLogger("bankguard")
@@ -301,6 +302,7 @@ class Policy(Section):
     dpop: DPoPPolicy = _section(DPoPPolicy)
     storage: StoragePolicy = _section(StoragePolicy)
     openapi: OpenApiPolicy = _section(OpenApiPolicy)
+    ratelimit: RateLimitPolicy = _section(RateLimitPolicy)
 
     def _check(self) -> None:
         problems = []
@@ -374,7 +376,21 @@ class Policy(Section):
                 )
         if self.routes.undeclared == "allow":
             log.warning("policy: routes.undeclared is 'allow'; undeclared operations are not denied")
-        for name in ("request", "routes", "auth", "interaction_id", "tokens", "client_cert", "openapi"):
+        if self.ratelimit.enabled and not self.storage.shared:
+            log.info(
+                "policy: rate-limit counters are kept in memory://, per process; with several workers "
+                "or replicas set storage.uri to a Redis URL so a limit holds for the whole API"
+            )
+        for name in (
+            "request",
+            "routes",
+            "auth",
+            "interaction_id",
+            "tokens",
+            "client_cert",
+            "openapi",
+            "ratelimit",
+        ):
             if getattr(self, name).mode == "report":
                 log.warning("policy: %s runs in report mode; its denials are logged, not enforced", name)
 

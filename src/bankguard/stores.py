@@ -22,9 +22,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from .errors import BankGuardError
+
+if TYPE_CHECKING:
+    from .ratelimit import LimitsMemory
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +67,40 @@ class Call:
     fn: Callable[[], object]
 
 
-StoreOp = Incr | SetIfAbsent | Get | Call
+@dataclass(frozen=True, slots=True)
+class Window:
+    """One rate-limit window: at most ``limit`` requests per ``seconds`` under ``strategy``."""
+
+    key: str
+    limit: int
+    seconds: int
+    #: ``fixed-window``, ``moving-window`` or ``sliding-window-counter`` (the ``limits`` strategies).
+    strategy: str
+
+
+@dataclass(frozen=True, slots=True)
+class Counted:
+    """What one window said about a hit."""
+
+    admitted: bool
+    #: Requests left in the window after this one.
+    remaining: int
+    #: Seconds until the window admits again (or resets).
+    reset: float
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """Count one request against every window (see :mod:`bankguard.ratelimit`); returns a
+    ``tuple[Counted, ...]`` in the order of ``windows``. A window that refuses does not undo the
+    others: a refused request still counts where it was admitted. Redis runs all windows in one
+    round trip."""
+
+    windows: tuple[Window, ...]
+    cost: int = 1
+
+
+StoreOp = Incr | SetIfAbsent | Get | Call | Hit
 
 
 class StoreFailure(BankGuardError):
@@ -94,6 +130,7 @@ class MemoryStore:
         self._data: dict[str, tuple[float, object]] = {}
         self._expiries: list[tuple[float, str]] = []
         self._lock = threading.Lock()
+        self._limits: LimitsMemory | None = None
 
     def __len__(self) -> int:
         return len(self._data)
@@ -130,6 +167,14 @@ class MemoryStore:
             heapq.heapify(self._expiries)
 
     def execute(self, op: StoreOp) -> object:
+        if isinstance(op, Hit):
+            limiter = self._limits
+            if limiter is None:
+                from .ratelimit import LimitsMemory
+
+                with self._lock:
+                    limiter = self._limits = self._limits or LimitsMemory()
+            return limiter.hit(op)
         with self._lock:
             now = self._clock()
             if isinstance(op, Get):

@@ -61,12 +61,14 @@ Fork safety
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import math
 import re
 import threading
+import time
 import weakref
 from collections.abc import AsyncGenerator, Callable
-from typing import cast
+from typing import Any, cast
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import redis
@@ -77,7 +79,8 @@ from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript, Script
 from redis.retry import Retry
 
-from .stores import Get, Incr, SetIfAbsent, StoreOp
+from .ratelimit import counted_fixed, counted_moving, counted_sliding
+from .stores import Counted, Get, Hit, Incr, SetIfAbsent, StoreOp
 
 __all__ = ["RedisStore"]
 
@@ -92,6 +95,94 @@ _INCR_SCRIPT = """
 redis.call('SET', KEYS[1], 0, 'NX', 'PX', ARGV[2])
 return redis.call('INCRBY', KEYS[1], ARGV[1])
 """
+
+
+def _limits_scripts() -> dict[str, bytes]:
+    """The Lua scripts of the ``limits`` strategies (what its Redis storage runs for a hit)."""
+    from limits.storage import RedisStorage as LimitsRedis
+
+    return {
+        "incr": LimitsRedis.SCRIPT_INCR_EXPIRE,
+        "acquire_moving": LimitsRedis.SCRIPT_ACQUIRE_MOVING_WINDOW,
+        "moving": LimitsRedis.SCRIPT_MOVING_WINDOW,
+        "acquire_sliding": LimitsRedis.SCRIPT_ACQUIRE_SLIDING_WINDOW,
+        "sliding": LimitsRedis.SCRIPT_SLIDING_WINDOW,
+    }
+
+
+_SCRIPTS = _limits_scripts()
+_SHA = {name: hashlib.sha1(text).hexdigest() for name, text in _SCRIPTS.items()}  # noqa: S324 - Redis names scripts by SHA-1
+
+
+def _queue_hit(pipe: Any, prefix: str, op: Hit, now: float) -> None:
+    """Two commands per window: the ``limits`` strategy's hit, then the read its statistics need."""
+    for w in op.windows:
+        key = prefix + w.key
+        if w.strategy == "fixed-window":
+            pipe.evalsha(_SHA["incr"], 1, key, w.seconds, op.cost)
+            pipe.pttl(key)
+        elif w.strategy == "moving-window":
+            pipe.evalsha(_SHA["acquire_moving"], 1, key, now, w.limit, w.seconds, op.cost)
+            pipe.evalsha(_SHA["moving"], 1, key, now - w.seconds, w.limit)
+        elif w.strategy == "sliding-window-counter":
+            # limits' key scheme: both windows in one hash slot (Redis Cluster)
+            current, previous = f"{{{key}}}", f"{{{key}}}/-1"
+            pipe.evalsha(_SHA["acquire_sliding"], 2, previous, current, w.limit, w.seconds, op.cost)
+            pipe.evalsha(_SHA["sliding"], 2, previous, current, w.seconds)
+        else:
+            raise ValueError(f"unknown rate-limit strategy {w.strategy!r}")
+
+
+def _number(value: object) -> float:
+    if value is None:
+        return 0.0
+    if isinstance(value, bytes):
+        value = value.decode("ascii")
+    return float(cast(str, value))
+
+
+def _read_hit(op: Hit, raw: list[object], now: float) -> tuple[Counted, ...]:
+    out: list[Counted] = []
+    replies = iter(raw)
+    for w in op.windows:
+        first, second = next(replies), next(replies)
+        if w.strategy == "fixed-window":
+            out.append(counted_fixed(int(_number(first)), w.limit, max(0.0, _number(second)) / 1000))
+        elif w.strategy == "moving-window":
+            window = cast("list[object] | None", second)
+            start, count = (_number(window[0]), int(_number(window[1]))) if window else (now, 0)
+            out.append(counted_moving(bool(first), w.limit, w.seconds, start, count, now))
+        else:
+            pc, pttl, cc, cttl = cast("list[object]", second) if second else [0, 0, 0, 0]
+            out.append(
+                counted_sliding(
+                    bool(first),
+                    w.limit,
+                    w.seconds,
+                    int(_number(pc)),
+                    max(0.0, _number(pttl)) / 1000,
+                    int(_number(cc)),
+                    max(0.0, _number(cttl)) / 1000,
+                )
+            )
+    return tuple(out)
+
+
+def _needs_scripts(raw: list[object]) -> bool:
+    """Whether the server lacks the scripts (restarted, flushed); raises any other error."""
+    missing = [r for r in raw if isinstance(r, redis.exceptions.NoScriptError)]
+    if missing:
+        if len(missing) != sum(1 for r in raw if isinstance(r, Exception)):
+            raise next(
+                r
+                for r in raw
+                if isinstance(r, Exception) and not isinstance(r, redis.exceptions.NoScriptError)
+            )
+        return True
+    for r in raw:
+        if isinstance(r, Exception):
+            raise r
+    return False
 
 
 def _milliseconds(ttl: float) -> int:
@@ -250,7 +341,27 @@ class RedisStore:
             ms = _milliseconds(op.ttl)
             _, incr = self._sync_client()
             return int(incr(keys=[self.prefix + op.key], args=[op.amount, ms]))
+        if isinstance(op, Hit):
+            return self._hit(op)
         raise _unknown(op)  # Call included: the drivers run it, a store never does
+
+    def _hit(self, op: Hit) -> tuple[Counted, ...]:
+        """Every window in one pipeline: one round trip. A server without the scripts (after a
+        restart) gets them loaded and the pipeline once more; no window ran the first time."""
+        client, _ = self._sync_client()
+        for attempt in (1, 2):
+            now = time.time()
+            pipe = client.pipeline(transaction=False)
+            _queue_hit(pipe, self.prefix, op, now)
+            raw = pipe.execute(raise_on_error=False)
+            if not _needs_scripts(raw):
+                return _read_hit(op, raw, now)
+            if attempt == 1:
+                load = client.pipeline(transaction=False)
+                for text in _SCRIPTS.values():
+                    load.script_load(text)
+                load.execute()
+        raise redis.exceptions.NoScriptError("the rate-limit scripts could not be loaded")
 
     # -- async face ------------------------------------------------------------------
 
@@ -294,7 +405,25 @@ class RedisStore:
             ms = _milliseconds(op.ttl)
             incr = (await self._loop_client()).incr
             return int(await incr(keys=[self.prefix + op.key], args=[op.amount, ms]))
+        if isinstance(op, Hit):
+            return await self._ahit(op)
         raise _unknown(op)
+
+    async def _ahit(self, op: Hit) -> tuple[Counted, ...]:
+        client = (await self._loop_client()).client
+        for attempt in (1, 2):
+            now = time.time()
+            pipe = client.pipeline(transaction=False)
+            _queue_hit(pipe, self.prefix, op, now)
+            raw = await pipe.execute(raise_on_error=False)
+            if not _needs_scripts(raw):
+                return _read_hit(op, raw, now)
+            if attempt == 1:
+                load = client.pipeline(transaction=False)
+                for text in _SCRIPTS.values():
+                    load.script_load(text)
+                await load.execute()
+        raise redis.exceptions.NoScriptError("the rate-limit scripts could not be loaded")
 
     # -- lifecycle -------------------------------------------------------------------
 

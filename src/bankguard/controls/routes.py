@@ -68,6 +68,8 @@ class RouteTable:
         operations = list(extra)  # from the OpenAPI spec, already merged with the policy's
         taken = {(op.method, op.path) for op in operations}
         operations += [_operation(s) for s in specs if (s.method, s.path) not in taken]
+        #: Every declared operation.
+        self.operations: tuple[Operation, ...] = tuple(operations)
         for op in operations:
             target = templated if _PARAM.search(op.path) else static
             target.setdefault(op.path, {})[op.method] = op

@@ -1,0 +1,214 @@
+"""Rate limits: a cheap limit per client address before authentication, then per-TPP tiers,
+per-operation overrides and the PSD2 unattended-access cap after it (OWASP API4; OBIE and Berlin
+Group 429; PSD2 RTS art. 36(5)).
+
+Only verified identities are counted (STANDARDS OWASP-14): the per-TPP check runs after the
+certificate and token checks, so a request with a forged or expired credential is refused before
+it can spend the quota of the TPP it claims to be. The pre-authentication check keys on the client
+address the guard resolved (``X-Forwarded-For`` only from trusted proxies), never on a header a
+client chooses.
+
+Responses carry ``RateLimit-Policy`` and ``RateLimit`` as draft-ietf-httpapi-ratelimit-headers-10
+defines them (structured-field lists: ``"tpp-60s";q=1000;w=60`` and ``"tpp-60s";r=998;t=42``); a
+429 carries ``Retry-After`` (RFC 9110 §10.2.3, RFC 6585 §4).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+from collections.abc import Generator, Iterable
+from typing import Any
+from urllib.parse import quote
+
+from ..errors import ConfigProblem, ConfigurationError, ServiceUnavailable, TooManyRequests
+from ..policy import Policy
+from ..policy_ratelimit import windows_of
+from ..ratelimit import LimitsMemory
+from ..request import RequestFacts
+from ..stores import Counted, Hit, StoreFailure, StoreOp, Window
+from . import State
+
+__all__ = ["RATELIMIT_HEADERS", "PreAuthLimitCheck", "TppLimitCheck", "publish"]
+
+RATELIMIT_HEADERS = ("ratelimit-policy", "ratelimit")
+_SHORT = {"fixed-window": "fw", "moving-window": "mw", "sliding-window-counter": "sw"}
+
+# (name, limit, seconds) of each window of a limit string, under a name prefix.
+Plan = tuple[tuple[str, int, int], ...]
+
+
+def _plan(prefix: str, text: str) -> Plan:
+    return tuple((f"{prefix}-{seconds}s", limit, seconds) for limit, seconds in windows_of(text))
+
+
+def _part(value: str) -> str:
+    """A key segment: percent-encoded, so no identity can forge another's key (``/``, ``{}``)."""
+    return quote(value, safe="")
+
+
+def publish(state: State) -> None:
+    """Set the RateLimit header fields from every window the request was counted in."""
+    state.response_headers[:] = [h for h in state.response_headers if h[0] not in RATELIMIT_HEADERS]
+    if not state.quotas:
+        return
+    policy = ", ".join(f'"{name}";q={limit};w={seconds}' for name, limit, seconds, _, _ in state.quotas)
+    current = ", ".join(
+        f'"{name}";r={remaining};t={math.ceil(reset)}' for name, _, _, remaining, reset in state.quotas
+    )
+    state.response_headers += [("ratelimit-policy", policy), ("ratelimit", current)]
+
+
+def _record(state: State, plan: Plan, results: Iterable[Counted], headers: bool) -> list[float]:
+    """Note the windows on ``state``; the reset times of those that refused."""
+    refused: list[float] = []
+    for (name, limit, seconds), counted in zip(plan, results, strict=True):
+        if headers:
+            state.quotas.append((name, limit, seconds, counted.remaining, counted.reset))
+        if not counted.admitted:
+            refused.append(counted.reset)
+    if headers:
+        publish(state)
+    return refused
+
+
+def _retry_after(resets: list[float]) -> int:
+    return max(1, math.ceil(max(resets)))
+
+
+class PreAuthLimitCheck:
+    """Per client address, in this process, before any signature is verified."""
+
+    name = "ratelimit"
+
+    def __init__(self, policy: Policy) -> None:
+        rl = policy.ratelimit
+        self.mode = rl.mode
+        self._plan = _plan("preauth", rl.preauth.limits or "")
+        self._ipv6_prefix = rl.preauth.ipv6_prefix
+        self._headers = rl.headers
+        self._memory = LimitsMemory()
+
+    def _address(self, address: str) -> str:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return _part(address[:64])
+        if isinstance(ip, ipaddress.IPv6Address):
+            if ip.ipv4_mapped is not None:
+                return str(ip.ipv4_mapped)
+            return str(ipaddress.IPv6Network((ip, self._ipv6_prefix), strict=False))
+        return str(ip)
+
+    def run(self, facts: RequestFacts, state: State) -> None:
+        address = state.client_address or facts.peer
+        if address is None:
+            return None
+        key = f"rl/preauth/{_part(self._address(address))}"
+        windows = tuple(
+            Window(f"{key}/{seconds}", limit, seconds, "fixed-window") for _, limit, seconds in self._plan
+        )
+        results = self._memory.hit(Hit(windows))
+        refused = _record(state, self._plan, results, self._headers)
+        if refused:
+            raise TooManyRequests("ratelimit.preauth_exceeded", retry_after=_retry_after(refused))
+        return None
+
+
+class TppLimitCheck:
+    """Tier, operation and unattended-access windows of a verified identity, in the shared store."""
+
+    name = "ratelimit"
+
+    def __init__(self, policy: Policy, known_operations: Iterable[str] | None = None) -> None:
+        rl = policy.ratelimit
+        self.mode = rl.mode
+        self._strategy = rl.strategy
+        self._short = _SHORT[rl.strategy]
+        self._fail_open = rl.on_storage_failure == "open"
+        self._headers = rl.headers
+        self._tpps = dict(rl.tpps)
+        self._tiers: dict[str, tuple[Plan, dict[str, Plan]]] = {}
+        shared = {op: _plan("op", text) for op, text in rl.operations}
+        for name, tier in rl.tiers:
+            ops = dict(shared)
+            ops.update({op: _plan("op", text) for op, text in tier.operations})
+            self._tiers[name] = (_plan("tpp", tier.limits), ops)
+        un = rl.unattended
+        self._unattended = frozenset(un.operations) if un.enabled else frozenset()
+        self._unattended_plan: Plan = (("unattended", un.limit, int(un.period)),)
+        self._presence = un.presence_headers
+        self._accounts = un.account_parameters
+        self._bg_error = un.error == "berlin-group"
+        if known_operations is not None:
+            _check_operations(policy, set(known_operations))
+
+    def run(self, facts: RequestFacts, state: State) -> Generator[StoreOp, Any, None] | None:
+        principal = state.principal
+        identity = (
+            principal.tpp_id or state.tpp_id or (principal.client_id if principal.authenticated else None)
+        )
+        if identity is None:
+            return None  # nobody verified: only the pre-authentication limit applies
+        op = state.operation.id if state.operation is not None else None
+        tier, overrides = self._tiers[self._tpps.get(identity, "default")]
+        who = _part(identity)
+        if op is not None and op in overrides:
+            plan, base = overrides[op], f"rl/{self._short}/op/{_part(op)}/{who}"
+        else:
+            plan, base = tier, f"rl/{self._short}/tpp/{who}"
+        windows = [Window(f"{base}/{seconds}", limit, seconds, self._strategy) for _, limit, seconds in plan]
+        unattended = op in self._unattended and not any(facts.headers.get(h) for h in self._presence)
+        if unattended:
+            consent = principal.consent_id or "-"
+            account = next((state.path_params[p] for p in self._accounts if p in state.path_params), "-")
+            _, limit, seconds = self._unattended_plan[0]
+            key = f"rl/mw/unattended/{who}/{_part(consent)}/{_part(account)}"
+            windows.append(Window(key, limit, seconds, "moving-window"))
+            plan = plan + self._unattended_plan
+        return self._count(state, plan, tuple(windows), unattended)
+
+    def _count(
+        self, state: State, plan: Plan, windows: tuple[Window, ...], unattended: bool
+    ) -> Generator[StoreOp, Any, None]:
+        try:
+            results: tuple[Counted, ...] = yield Hit(windows)
+        except StoreFailure:
+            if self._fail_open:
+                state.notes.append("ratelimit.storage_unavailable")
+                return
+            raise ServiceUnavailable("ratelimit.storage_unavailable", retry_after=1) from None
+        refused = _record(state, plan, results, self._headers)
+        if not refused:
+            return
+        retry = _retry_after(refused)
+        if unattended and not results[-1].admitted:
+            denial = TooManyRequests(
+                "ratelimit.unattended_exceeded",
+                retry_after=retry,
+                detail="The number of accesses without the customer present was exceeded.",
+            )
+            if self._bg_error:
+                denial.extensions["tppMessages"] = [
+                    {"category": "ERROR", "code": "ACCESS_EXCEEDED", "text": denial.detail}
+                ]
+            raise denial
+        raise TooManyRequests("ratelimit.exceeded", retry_after=retry)
+
+
+def _check_operations(policy: Policy, known: set[str]) -> None:
+    """Operation ids in the rate-limit policy must name declared operations."""
+    rl = policy.ratelimit
+    problems: list[ConfigProblem] = []
+    named = [(f"ratelimit.operations.{op}", op) for op, _ in rl.operations]
+    for tier_name, tier in rl.tiers:
+        named += [(f"ratelimit.tiers.{tier_name}.operations.{op}", op) for op, _ in tier.operations]
+    if rl.unattended.enabled:
+        named += [
+            (f"ratelimit.unattended.operations[{i}]", op) for i, op in enumerate(rl.unattended.operations)
+        ]
+    for path, op in named:
+        if op not in known:
+            problems.append(ConfigProblem(path, f"no declared operation has the id {op!r}"))
+    if problems:
+        raise ConfigurationError(problems)

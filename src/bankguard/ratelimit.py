@@ -1,0 +1,93 @@
+"""Rate-limit windows over the ``limits`` library.
+
+The counting is the ``limits`` library's: its storages hold the counters and its strategies'
+algorithms decide (``fixed-window``: a counter that expires ``seconds`` after its first hit;
+``moving-window``: a log of the last ``limit`` hits; ``sliding-window-counter``: the current and
+the previous window, the previous one weighted by how much of it still overlaps). This module
+turns a :class:`~bankguard.stores.Hit` into those calls and reads back, for every window, whether
+it admitted the request, what remains and when it resets, which the RateLimit header fields and
+``Retry-After`` need.
+
+In process (``memory://``, and the pre-authentication limit always) :class:`LimitsMemory` calls a
+``limits`` :class:`~limits.storage.MemoryStorage` directly: no I/O, so the same code serves WSGI
+and ASGI. On Redis, :class:`~bankguard.stores_redis.RedisStore` sends the ``limits`` strategies'
+own Lua scripts for every window, and the reads the statistics need, in one pipeline: one round
+trip per request however many windows apply (``limits``' storage API would take two per window).
+:func:`counted_fixed`, :func:`counted_moving` and :func:`counted_sliding` compute the statistics
+the way ``limits``' ``get_window_stats`` does, for both.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+from limits.storage import MemoryStorage
+
+from .stores import Counted, Hit
+
+__all__ = ["STRATEGIES", "LimitsMemory", "counted_fixed", "counted_moving", "counted_sliding"]
+
+#: The ``limits`` strategies a window may use, by the names ``limits`` gives them.
+STRATEGIES = ("fixed-window", "moving-window", "sliding-window-counter")
+
+
+def counted_fixed(count: int, limit: int, expires_in: float) -> Counted:
+    """A fixed window after ``incr`` returned ``count`` (it counts refused hits too)."""
+    return Counted(count <= limit, max(0, limit - count), max(0.0, expires_in))
+
+
+def counted_moving(admitted: bool, limit: int, seconds: int, start: float, count: int, now: float) -> Counted:
+    """A moving window: ``count`` hits logged since ``start`` (the oldest one still inside)."""
+    reset = start + seconds - now if count else 0.0
+    return Counted(admitted, max(0, limit - count), max(0.0, reset))
+
+
+def counted_sliding(
+    admitted: bool,
+    limit: int,
+    seconds: int,
+    previous_count: int,
+    previous_expires_in: float,
+    current_count: int,
+    current_expires_in: float,
+) -> Counted:
+    """A sliding window counter: the previous window's count weighted by its remaining overlap."""
+    weighted = previous_count * previous_expires_in / seconds + current_count
+    remaining = max(0, limit - math.floor(weighted))
+    reset = 0.0
+    if previous_count or current_count:
+        step = seconds / previous_count if previous_count else 0.0
+        previous_in = (previous_expires_in % step or step) if previous_count else math.inf
+        # A fresh current window lives 2 x seconds (it becomes the previous one): 0 means a whole window.
+        current_in = (current_expires_in % seconds or seconds) if current_count else math.inf
+        reset = min(previous_in, current_in)
+    return Counted(admitted, remaining, max(0.0, reset))
+
+
+class LimitsMemory:
+    """:class:`~bankguard.stores.Hit` against a process-local ``limits`` memory storage."""
+
+    def __init__(self) -> None:
+        self.storage = MemoryStorage()
+
+    def hit(self, op: Hit) -> tuple[Counted, ...]:
+        storage = self.storage
+        out: list[Counted] = []
+        for window in op.windows:
+            key, limit, seconds = window.key, window.limit, window.seconds
+            if window.strategy == "fixed-window":
+                count = storage.incr(key, seconds, amount=op.cost)
+                out.append(counted_fixed(count, limit, storage.get_expiry(key) - time.time()))
+            elif window.strategy == "moving-window":
+                admitted = storage.acquire_entry(key, limit, seconds, amount=op.cost)
+                start, count = storage.get_moving_window(key, limit, seconds)
+                out.append(counted_moving(admitted, limit, seconds, start, count, time.time()))
+            elif window.strategy == "sliding-window-counter":
+                admitted = storage.acquire_sliding_window_entry(key, limit, seconds, op.cost)
+                out.append(
+                    counted_sliding(admitted, limit, seconds, *storage.get_sliding_window(key, seconds))
+                )
+            else:
+                raise ValueError(f"unknown rate-limit strategy {window.strategy!r}")
+        return tuple(out)
