@@ -184,12 +184,29 @@ class DPoPPolicy(Section):
 StorageScheme = Literal["memory", "redis", "rediss", "unix"]
 
 
+_STORAGE_SCHEMES = (
+    "memory",
+    "redis",
+    "rediss",
+    "unix",
+    "redis+unix",
+    "redis+cluster",
+    "rediss+cluster",
+    "redis+sentinel",
+    "rediss+sentinel",
+)
+
+
 def parse_storage_uri(value: object, path: str) -> str:
     if not isinstance(value, str):
         raise Invalid(path, f"expected a storage URI such as memory:// or redis://host:6379/0, got {value!r}")
     scheme = value.split("://", 1)[0].lower() if "://" in value else ""
-    if scheme not in ("memory", "redis", "rediss", "unix"):
-        raise Invalid(path, "use memory://, redis://, rediss:// or unix:// (a Redis socket)")
+    if scheme not in _STORAGE_SCHEMES:
+        raise Invalid(
+            path,
+            "use memory://, redis://, rediss://, unix:// (a Redis socket), redis+cluster://host:port,... "
+            "or redis+sentinel://host:port,.../service (rediss+ for TLS)",
+        )
     if scheme == "memory" and value.lower() != "memory://":
         raise Invalid(path, "memory:// takes no host or options")
     if any(c in value for c in " \t\r\n"):

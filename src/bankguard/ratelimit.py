@@ -40,7 +40,8 @@ def counted_fixed(count: int, limit: int, expires_in: float) -> Counted:
 def counted_moving(admitted: bool, limit: int, seconds: int, start: float, count: int, now: float) -> Counted:
     """A moving window: ``count`` hits logged since ``start`` (the oldest one still inside)."""
     reset = start + seconds - now if count else 0.0
-    return Counted(admitted, max(0, limit - count), max(0.0, reset))
+    # (Redis hands the start back through Lua's tostring, rounded to 14 digits: keep it in range.)
+    return Counted(admitted, max(0, limit - count), min(float(seconds), max(0.0, reset)))
 
 
 def counted_sliding(
@@ -62,7 +63,7 @@ def counted_sliding(
         # A fresh current window lives 2 x seconds (it becomes the previous one): 0 means a whole window.
         current_in = (current_expires_in % seconds or seconds) if current_count else math.inf
         reset = min(previous_in, current_in)
-    return Counted(admitted, remaining, max(0.0, reset))
+    return Counted(admitted, remaining, min(float(seconds), max(0.0, reset)))
 
 
 class LimitsMemory:

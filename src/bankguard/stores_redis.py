@@ -84,7 +84,17 @@ from .stores import Counted, Get, Hit, Incr, SetIfAbsent, StoreOp
 
 __all__ = ["RedisStore"]
 
-_SCHEMES = ("redis", "rediss", "unix")
+_SCHEMES = (
+    "redis",
+    "rediss",
+    "unix",
+    "redis+unix",
+    "redis+cluster",
+    "rediss+cluster",
+    "redis+sentinel",
+    "rediss+sentinel",
+)
+_SHOWN_SCHEMES = "redis://, rediss://, unix://, redis+cluster://, redis+sentinel:// (rediss+ for TLS)"
 
 #: redis-py's URL parser (what ``from_url`` uses), to refuse a bad URL when the store is built.
 _parse_url = cast(Callable[[str], dict[str, object]], redis.connection.parse_url)
@@ -119,16 +129,18 @@ def _queue_hit(pipe: Any, prefix: str, op: Hit, now: float) -> None:
     for w in op.windows:
         key = prefix + w.key
         if w.strategy == "fixed-window":
-            pipe.evalsha(_SHA["incr"], 1, key, w.seconds, op.cost)
+            pipe.execute_command("EVALSHA", _SHA["incr"], 1, key, w.seconds, op.cost)
             pipe.pttl(key)
         elif w.strategy == "moving-window":
-            pipe.evalsha(_SHA["acquire_moving"], 1, key, now, w.limit, w.seconds, op.cost)
-            pipe.evalsha(_SHA["moving"], 1, key, now - w.seconds, w.limit)
+            pipe.execute_command("EVALSHA", _SHA["acquire_moving"], 1, key, now, w.limit, w.seconds, op.cost)
+            pipe.execute_command("EVALSHA", _SHA["moving"], 1, key, now - w.seconds, w.limit)
         elif w.strategy == "sliding-window-counter":
             # limits' key scheme: both windows in one hash slot (Redis Cluster)
             current, previous = f"{{{key}}}", f"{{{key}}}/-1"
-            pipe.evalsha(_SHA["acquire_sliding"], 2, previous, current, w.limit, w.seconds, op.cost)
-            pipe.evalsha(_SHA["sliding"], 2, previous, current, w.seconds)
+            pipe.execute_command(
+                "EVALSHA", _SHA["acquire_sliding"], 2, previous, current, w.limit, w.seconds, op.cost
+            )
+            pipe.execute_command("EVALSHA", _SHA["sliding"], 2, previous, current, w.seconds)
         else:
             raise ValueError(f"unknown rate-limit strategy {w.strategy!r}")
 
@@ -243,7 +255,7 @@ def _redact(url: str) -> str:
 
 
 async def _close_with_loop(
-    client: redis.asyncio.Redis, forget: weakref.ref[RedisStore]
+    client: redis.asyncio.Redis, extras: list[Any], forget: weakref.ref[RedisStore]
 ) -> AsyncGenerator[None, None]:
     """Suspended for the life of the loop; its ``finally`` runs in ``loop.shutdown_asyncgens()``."""
     try:
@@ -253,6 +265,135 @@ async def _close_with_loop(
         if store is not None:
             store._forget(client)
         await client.aclose()
+        for extra in extras:  # the Sentinels' own connections
+            await extra.aclose()
+
+
+class _Target:
+    """What a Redis URL names: one server, a cluster (its seed nodes) or a Sentinel-managed master."""
+
+    __slots__ = ("db", "kind", "nodes", "password", "service", "ssl", "url", "username")
+
+    def __init__(self, url: str) -> None:
+        scheme = url.partition("://")[0] if "://" in url else ""
+        if scheme not in _SCHEMES:
+            shown = f"{scheme}://" if re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]{0,19}", scheme) else "another"
+            raise _BadScheme(f"Redis URL scheme must be one of {_SHOWN_SCHEMES}, not {shown}")
+        self.url = "unix" + url[len(scheme) :] if scheme == "redis+unix" else url
+        self.kind = scheme.partition("+")[2] if scheme.endswith(("+cluster", "+sentinel")) else "basic"
+        self.ssl = scheme.startswith("rediss")
+        self.nodes: list[tuple[str, int]] = []
+        self.service: str | None = None
+        self.db = 0
+        self.username: str | None = None
+        self.password: str | None = None
+        if self.kind == "basic":
+            _parse_url(self.url)
+            return
+        parts = urlsplit(url)
+        if parts.query or parts.fragment:
+            raise ValueError("cluster and sentinel URLs take no query options")
+        userinfo, at, hosts = parts.netloc.rpartition("@")
+        if at:
+            user, colon, password = userinfo.partition(":")
+            self.username = unquote(user) or None
+            self.password = unquote(password) if colon else None
+        for host in hosts.split(","):
+            name, colon, port = host.rpartition(":")
+            if not colon or not name or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError("list the nodes as host:port,host:port")
+            self.nodes.append((name.strip("[]"), int(port)))
+        path = [p for p in parts.path.split("/") if p]
+        if self.kind == "sentinel":
+            if not path:
+                raise ValueError("name the Sentinel service: redis+sentinel://host:26379/mymaster[/db]")
+            self.service = unquote(path[0])
+            path = path[1:]
+        if path:
+            if len(path) != 1 or not path[0].isdigit() or self.kind == "cluster":
+                raise ValueError("the path is /db (not for a cluster, which has only db 0)")
+            self.db = int(path[0])
+
+
+class _BadScheme(ValueError):
+    """Not a Redis URL at all: its text is not repeated (it may be a password)."""
+
+
+def _target_of(url: str) -> _Target:
+    try:
+        return _Target(url)
+    except _BadScheme:
+        raise
+    except ValueError as exc:
+        detail = _scrub(str(exc), _secrets_of(url))
+        raise ValueError(f"invalid Redis URL {_redact(url)}: {detail}") from None
+
+
+def _sync_client_for(target: _Target, timeout: float, max_connections: int) -> tuple[Any, list[Any]]:
+    """The client, and other clients to close with it (a Sentinel's connections to the Sentinels)."""
+    common: dict[str, Any] = {
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+        "retry": Retry(NoBackoff(), 0),
+    }
+    if target.kind == "basic":
+        pool = redis.BlockingConnectionPool.from_url(
+            target.url, max_connections=max_connections, timeout=timeout, **common
+        )
+        return redis.Redis.from_pool(pool), []
+    auth: dict[str, Any] = {"username": target.username, "password": target.password, "ssl": target.ssl}
+    if target.kind == "cluster":
+        from redis.cluster import ClusterNode
+
+        nodes = [ClusterNode(host, port) for host, port in target.nodes]  # type: ignore[no-untyped-call]
+        return redis.RedisCluster(startup_nodes=nodes, max_connections=max_connections, **auth, **common), []
+    from redis.sentinel import Sentinel
+
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        target.nodes,
+        sentinel_kwargs={"socket_timeout": timeout, "socket_connect_timeout": timeout, **auth},
+        db=target.db,
+        **auth,
+        **common,
+    )
+    master = sentinel.master_for(  # type: ignore[no-untyped-call]
+        cast(str, target.service), max_connections=max_connections
+    )
+    return master, list(sentinel.sentinels)
+
+
+def _async_client_for(target: _Target, timeout: float, max_connections: int) -> tuple[Any, list[Any]]:
+    common: dict[str, Any] = {
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+        "retry": AsyncRetry(NoBackoff(), 0),
+    }
+    if target.kind == "basic":
+        pool = redis.asyncio.BlockingConnectionPool.from_url(
+            target.url, max_connections=max_connections, timeout=timeout, **common
+        )
+        return redis.asyncio.Redis.from_pool(pool), []
+    auth: dict[str, Any] = {"username": target.username, "password": target.password, "ssl": target.ssl}
+    if target.kind == "cluster":
+        from redis.asyncio.cluster import ClusterNode
+
+        nodes = [ClusterNode(host, port) for host, port in target.nodes]
+        cluster = redis.asyncio.RedisCluster(
+            startup_nodes=nodes, max_connections=max_connections, **auth, **common
+        )
+        return cluster, []
+    from redis.asyncio.sentinel import Sentinel
+
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        target.nodes,
+        sentinel_kwargs={"socket_timeout": timeout, "socket_connect_timeout": timeout, **auth},
+        db=target.db,
+        **auth,
+        **common,
+    )
+    return sentinel.master_for(cast(str, target.service), max_connections=max_connections), list(
+        sentinel.sentinels
+    )
 
 
 class _LoopClient:
@@ -284,15 +425,7 @@ class RedisStore:
         timeout: float = 0.25,
         max_connections: int = 64,
     ) -> None:
-        scheme = url.partition("://")[0] if "://" in url else ""
-        if scheme not in _SCHEMES:
-            shown = f"{scheme}://" if re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]{0,19}", scheme) else "another"
-            raise ValueError(f"Redis URL scheme must be redis://, rediss:// or unix://, not {shown}")
-        try:
-            _parse_url(url)
-        except ValueError as exc:
-            detail = _scrub(str(exc), _secrets_of(url))
-            raise ValueError(f"invalid Redis URL {_redact(url)}: {detail}") from None
+        self._target = _target_of(url)
         if not (isinstance(timeout, int | float) and math.isfinite(timeout) and timeout > 0):
             raise ValueError("timeout must be a positive number of seconds")
         if isinstance(max_connections, bool) or not isinstance(max_connections, int) or max_connections <= 0:
@@ -303,6 +436,7 @@ class RedisStore:
         self.max_connections = max_connections
         self._lock = threading.Lock()
         self._sync: tuple[redis.Redis, Script] | None = None
+        self._sync_extras: list[Any] = []
         self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopClient] = (
             weakref.WeakKeyDictionary()
         )
@@ -318,15 +452,8 @@ class RedisStore:
             return current
         with self._lock:
             if self._sync is None:
-                pool = redis.BlockingConnectionPool.from_url(
-                    self._url,
-                    max_connections=self.max_connections,
-                    timeout=self.timeout,
-                    socket_timeout=self.timeout,
-                    socket_connect_timeout=self.timeout,
-                    retry=Retry(NoBackoff(), 0),
-                )
-                client = redis.Redis.from_pool(pool)
+                client, extras = _sync_client_for(self._target, self.timeout, self.max_connections)
+                self._sync_extras = extras
                 self._sync = (client, client.register_script(_INCR_SCRIPT))
             return self._sync
 
@@ -357,10 +484,8 @@ class RedisStore:
             if not _needs_scripts(raw):
                 return _read_hit(op, raw, now)
             if attempt == 1:
-                load = client.pipeline(transaction=False)
-                for text in _SCRIPTS.values():
-                    load.script_load(text)
-                load.execute()
+                for text in _SCRIPTS.values():  # on a cluster, every primary loads it
+                    client.script_load(text)
         raise redis.exceptions.NoScriptError("the rate-limit scripts could not be loaded")
 
     # -- async face ------------------------------------------------------------------
@@ -371,16 +496,8 @@ class RedisStore:
             bound = self._async.get(loop)
             if bound is not None:
                 return bound
-            pool = redis.asyncio.BlockingConnectionPool.from_url(
-                self._url,
-                max_connections=self.max_connections,
-                timeout=self.timeout,
-                socket_timeout=self.timeout,
-                socket_connect_timeout=self.timeout,
-                retry=AsyncRetry(NoBackoff(), 0),
-            )
-            client = redis.asyncio.Redis.from_pool(pool)
-            bound = _LoopClient(client, _close_with_loop(client, weakref.ref(self)))
+            client, extras = _async_client_for(self._target, self.timeout, self.max_connections)
+            bound = _LoopClient(client, _close_with_loop(client, extras, weakref.ref(self)))
             self._async[loop] = bound
         # Runs to the generator's first yield without suspending, which registers it with
         # the loop's shutdown_asyncgens().
@@ -419,10 +536,8 @@ class RedisStore:
             if not _needs_scripts(raw):
                 return _read_hit(op, raw, now)
             if attempt == 1:
-                load = client.pipeline(transaction=False)
                 for text in _SCRIPTS.values():
-                    load.script_load(text)
-                await load.execute()
+                    await client.script_load(text)
         raise redis.exceptions.NoScriptError("the rate-limit scripts could not be loaded")
 
     # -- lifecycle -------------------------------------------------------------------
@@ -444,7 +559,10 @@ class RedisStore:
         """
         with self._lock:
             current, self._sync = self._sync, None
+            extras, self._sync_extras = self._sync_extras, []
             forgotten, self._async = self._async, weakref.WeakKeyDictionary()
         forgotten.clear()  # outside the lock: finalizing a generator schedules its aclose()
         if current is not None:
             current[0].close()
+        for extra in extras:
+            extra.close()

@@ -119,4 +119,7 @@ def build_store(storage: Any) -> Any:
         raise ConfigurationError(
             "a Redis storage needs the redis package: pip install 'bankguard[redis]'", path="storage.uri"
         ) from None
-    return RedisStore(storage.uri, prefix=storage.prefix, timeout=storage.timeout)
+    try:
+        return RedisStore(storage.uri, prefix=storage.prefix, timeout=storage.timeout)
+    except ValueError as exc:  # the message never holds the password
+        raise ConfigurationError(str(exc), path="storage.uri") from None
