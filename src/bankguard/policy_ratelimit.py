@@ -40,6 +40,7 @@ MAX_WINDOW_SECONDS = 366 * 86400
 _OPERATION_ID = re.compile(r"^[A-Za-z0-9._~:-]{1,128}\Z")
 _HEADER = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}\Z")  # RFC 9110 token
 _IDENTITY = re.compile(r"^[\x21-\x7e]{1,256}\Z")
+_ZERO_LENGTH = re.compile(r"(?:/|\bper)\s*0+\s*[A-Za-z]", re.IGNORECASE)
 
 
 def windows_of(text: str) -> tuple[tuple[int, int], ...]:
@@ -55,6 +56,8 @@ def parse_limits(value: object, path: str) -> str:
 
     if not isinstance(value, str):
         raise Invalid(path, f"expected limits such as '1000/minute; 20000/day', got {value!r}")
+    if _ZERO_LENGTH.search(value):  # limits reads "100/0 minutes" as "100/minute"
+        raise Invalid(path, "every window must last between a second and a year")
     try:
         items = parse_many(value)
     except ValueError:
@@ -160,6 +163,15 @@ def _parse_names(value: object, path: str) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _parse_claims(value: object, path: str) -> tuple[str, ...]:
+    if isinstance(value, str) or not isinstance(value, (list, tuple)):
+        raise Invalid(path, "expected a list of claim names")
+    for i, item in enumerate(value):
+        if not isinstance(item, str) or not 0 < len(item) <= 64:
+            raise Invalid(f"{path}[{i}]", f"{item!r} is not a claim name")
+    return tuple(value)
+
+
 def _parse_headers(value: object, path: str) -> tuple[str, ...]:
     if isinstance(value, str) or not isinstance(value, (list, tuple)) or not value:
         raise Invalid(path, "expected a non-empty list of header names")
@@ -203,6 +215,9 @@ class UnattendedPolicy(Section):
     presence_headers: tuple[str, ...] = option(
         ("x-fapi-customer-ip-address", "psu-ip-address"), parse=_parse_headers
     )
+    #: Claims of the verified access token naming the consent, counted separately (the first
+    #: present: UK ``openbanking_intent_id``, or ``consent_id``).
+    consent_claims: tuple[str, ...] = option(("openbanking_intent_id", "consent_id"), parse=_parse_claims)
     #: Path parameters naming the account, counted separately (``AccountId``, ``account-id``).
     account_parameters: tuple[str, ...] = option(("AccountId", "account-id"), parse=_parse_names)
     #: Shape of the 429: ``generic`` (problem+json) or ``berlin-group`` (adds ``tppMessages`` with

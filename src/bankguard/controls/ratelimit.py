@@ -139,6 +139,7 @@ class TppLimitCheck:
         self._unattended_plan: Plan = (("unattended", un.limit, int(un.period)),)
         self._presence = un.presence_headers
         self._accounts = un.account_parameters
+        self._consents = un.consent_claims
         self._bg_error = un.error == "berlin-group"
         if known_operations is not None:
             _check_operations(policy, set(known_operations))
@@ -160,7 +161,9 @@ class TppLimitCheck:
         windows = [Window(f"{base}/{seconds}", limit, seconds, self._strategy) for _, limit, seconds in plan]
         unattended = op in self._unattended and not any(facts.headers.get(h) for h in self._presence)
         if unattended:
-            consent = principal.consent_id or "-"
+            consent = principal.consent_id or next(
+                (str(v) for c in self._consents if isinstance(v := principal.claims.get(c), str) and v), "-"
+            )
             account = next((state.path_params[p] for p in self._accounts if p in state.path_params), "-")
             _, limit, seconds = self._unattended_plan[0]
             key = f"rl/mw/unattended/{who}/{_part(consent)}/{_part(account)}"
