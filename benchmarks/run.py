@@ -28,6 +28,7 @@ from flask import Flask, jsonify
 import dpop  # benchmarks/dpop.py, beside this script
 import mtls  # benchmarks/mtls.py, beside this script
 import openapi  # benchmarks/openapi.py, beside this script
+import ratelimit  # benchmarks/ratelimit.py, beside this script
 import tokens  # benchmarks/tokens.py, beside this script
 from bankguard import BankGuardMiddleware, BankGuardWSGI, Guard, Policy
 from bankguard.audit import EventCollector
@@ -233,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     mtls.report(rounds, 300 if args.quick else 3000)
     dpop.report(rounds, 100 if args.quick else 1000)
     openapi.report(rounds, 8 if args.quick else 40, quick=args.quick)
+    ratelimit.report(rounds, 50 if args.quick else 140, quick=args.quick)
     return 0
 
 

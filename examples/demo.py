@@ -657,7 +657,15 @@ def scenarios(t: Tokens, origin: str) -> list[Scenario]:
             t.accounts,
             summary=_accounts,
         ),
-        Scenario("Read one account", "GET", "/accounts/22289", 200, t.accounts, summary=_account),
+        Scenario(
+            "Read one account (counted against the client's rate limit)",
+            "GET",
+            "/accounts/22289",
+            200,
+            t.accounts,
+            summary=_account,
+            check=_header("RateLimit", '"tpp-60s";r='),
+        ),
         Scenario(
             "Read its balances (scope in the contract and app.py)",
             "GET",

@@ -24,7 +24,7 @@ from bankguard.controls import State
 from bankguard.errors import BadRequest
 from bankguard.guard import default_checks
 from bankguard.request import RequestFacts
-from bankguard.stores import Call, Get, Incr, SetIfAbsent, StoreOp
+from bankguard.stores import Call, Get, Hit, Incr, SetIfAbsent, StoreOp, Window
 from bankguard.stores_redis import RedisStore
 from bankguard.testing import make_facts
 
@@ -509,3 +509,49 @@ def test_an_unreachable_redis_fails_closed_in_a_guard(make_store):
         assert not decision.allowed
         assert decision.denial is not None
         assert (decision.denial.status, decision.denial.reason) == (503, "claim.store_failure")
+
+
+# -- rate-limit hits --------------------------------------------------------------------------
+
+STRATEGIES = ("fixed-window", "moving-window", "sliding-window-counter")
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_rate_limit_keys_stay_under_the_prefix_an_acl_allows(make_store, prefix, raw, strategy):
+    """A Redis user restricted to the prefix (``~prefix*``) can run every strategy."""
+    user = f"bg-{uuid.uuid4().hex[:12]}"
+    raw.acl_setuser(user, enabled=True, passwords=["+pw-for-test"], keys=[f"{prefix}*"], commands=["+@all"])
+    try:
+        store = make_store(f"redis://{user}:pw-for-test@127.0.0.1:6379/0")
+        windows = (Window("rl/x/60", 2, 60, strategy), Window("rl/x/3600", 5, 3600, strategy))
+        assert [store.execute(Hit(windows))[0].admitted for _ in range(3)] == [True, True, False]
+        assert all(key.decode().startswith(prefix) for key in raw.scan_iter(match="*rl/x/*"))
+    finally:
+        raw.acl_deluser(user)
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_a_flushed_script_cache_is_reloaded_without_counting_twice(store, raw, strategy):
+    windows = (Window("rl/f/60", 10, 60, strategy), Window("rl/f/600", 10, 600, strategy))
+    assert [c.remaining for c in store.execute(Hit(windows))] == [9, 9]
+    raw.script_flush()  # as after a restart: the scripts are gone, the counters are not
+    assert [c.remaining for c in store.execute(Hit(windows))] == [8, 8]
+    assert [c.remaining for c in store.execute(Hit(windows))] == [7, 7]
+
+
+def test_a_burst_larger_than_the_pool_is_served_not_refused(make_store):
+    """Waiting for a pooled connection is local congestion, not Redis failing: 400 concurrent
+    hits on 4 connections are all answered, and exactly the limit is admitted."""
+    store = make_store(max_connections=4)
+    hit = Hit((Window("rl/burst/60", 150, 60, "sliding-window-counter"),))
+
+    async def main() -> list[bool]:
+        try:
+            results = await asyncio.gather(*(store.aexecute(hit) for _ in range(400)))
+            return [r[0].admitted for r in results]
+        finally:
+            await store.aclose()
+
+    admitted = asyncio.run(main())
+    assert len(admitted) == 400
+    assert sum(admitted) == 150

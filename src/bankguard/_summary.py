@@ -94,6 +94,20 @@ def summarise(policy: Policy) -> str:
             + ("; card numbers masked" if o.minimise.mask_pan else "")
             + ("; scopes from the spec" if o.scopes_from_spec else "")
         )
+    rl = policy.ratelimit
+    if rl.enabled:
+        tiers = "; ".join(f"{name} {tier.limits}" for name, tier in rl.tiers)
+        lines.append(
+            f"ratelimit [{rl.mode:7}] {rl.strategy} per verified TPP: {tiers}"
+            + (f"; {len(rl.operations)} operation override(s)" if rl.operations else "")
+            + (f"; pre-auth {rl.preauth.limits} per address" if rl.preauth.limits else "")
+            + (
+                f"; unattended {rl.unattended.limit} per {rl.unattended.period:g}s"
+                if rl.unattended.enabled
+                else ""
+            )
+            + f"; store failure fails {rl.on_storage_failure}"
+        )
     shared = "shared by every worker" if policy.storage.shared else "this process only"
     lines.append(f"storage            {_redacted(policy.storage.uri)} ({shared})")
     return "\n".join(lines)

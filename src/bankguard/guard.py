@@ -123,18 +123,26 @@ def _step(gen: Flow, result: object, error: StoreFailure | None) -> StoreOp | De
         return decision
 
 
-def _warn_if_workers(tokens: TokenCheck | None) -> None:
+def _warn_if_workers(tokens: TokenCheck | None, policy: Policy) -> None:
     """STANDARDS CFG-08: process-local replay entries with several workers let a DPoP proof be
     replayed once on each other worker. Warn when the environment says there are several
     (``WEB_CONCURRENCY``, read by uvicorn and gunicorn), and when requests are served by a process
     forked after the guard was built (gunicorn ``--preload``)."""
     workers = os.environ.get("WEB_CONCURRENCY", "")
     if workers.isdigit() and int(workers) > 1:
-        log.warning(
-            "bankguard: WEB_CONCURRENCY=%s with storage memory://: a DPoP proof accepted by one worker "
-            "can be replayed on another; set storage.uri to a Redis URL (CFG-08)",
-            workers,
-        )
+        if policy.dpop.enabled:
+            log.warning(
+                "bankguard: WEB_CONCURRENCY=%s with storage memory://: a DPoP proof accepted by one "
+                "worker can be replayed on another; set storage.uri to a Redis URL (CFG-08)",
+                workers,
+            )
+        if policy.ratelimit.enabled:
+            log.warning(
+                "bankguard: WEB_CONCURRENCY=%s with storage memory://: each worker counts its own "
+                "requests, so a TPP gets up to %s times its rate limit; set storage.uri to a Redis URL",
+                workers,
+                workers,
+            )
     if tokens is not None:
         tokens.warn_on_fork = True
 
@@ -199,8 +207,12 @@ class Guard:
         )
         self.sink: Sink = sink if sink is not None else resolve_sink(policy.audit)
         self.store = store if store is not None else build_store(policy.storage)
-        if policy.dpop.enabled and store is None and not policy.storage.shared:
-            _warn_if_workers(self.tokens)
+        for check in self.checks:
+            bind = getattr(check, "bind_store", None)
+            if callable(bind):
+                bind(self.store)
+        if (policy.dpop.enabled or policy.ratelimit.enabled) and store is None and not policy.storage.shared:
+            _warn_if_workers(self.tokens if policy.dpop.enabled else None, policy)
         self.interaction_header = policy.interaction_id.header
         schemes = [Scheme("Bearer", (("realm", policy.auth.realm),))]
         if policy.dpop.enabled:

@@ -223,7 +223,8 @@ class StoragePolicy(Section):
     A store that cannot answer fails closed (503).
     """
 
-    uri: str = option("memory://", parse=parse_storage_uri)
+    #: (Kept out of ``repr``: a Redis URL may hold a password.)
+    uri: str = option("memory://", parse=parse_storage_uri, repr=False)
     #: Prefix of every key bankguard writes (several APIs can share one Redis).
     prefix: str = "bankguard:"
     #: Time limit of one Redis operation (connect or command).

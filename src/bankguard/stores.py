@@ -173,7 +173,7 @@ class MemoryStore:
                 from .ratelimit import LimitsMemory
 
                 with self._lock:
-                    limiter = self._limits = self._limits or LimitsMemory()
+                    limiter = self._limits = self._limits or LimitsMemory(self.max_entries)
             return limiter.hit(op)
         with self._lock:
             now = self._clock()

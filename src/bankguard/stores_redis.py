@@ -107,16 +107,44 @@ return redis.call('INCRBY', KEYS[1], ARGV[1])
 """
 
 
+def _combined(
+    acquire: bytes, read: bytes, *, read_args: dict[str, str] | None = None, keys: int = 1
+) -> bytes:
+    """One script running a ``limits`` strategy's hit script and then the script (or command) it
+    reads the window's statistics with, both as ``limits`` ships them: one command per window.
+
+    ``read_args`` renames the read script's ``ARGV[i]`` to the slots the combined call fills.
+    """
+    body = read.decode("utf-8")
+    for old, new in (read_args or {}).items():
+        body = body.replace(old, new)
+    return (
+        f"local function acquire()\n{acquire.decode('utf-8')}\nend\n"
+        f"local function read()\n{body}\nend\n"
+        "local admitted = acquire()\n"
+        "return {admitted, read()}\n"
+    ).encode()
+
+
 def _limits_scripts() -> dict[str, bytes]:
-    """The Lua scripts of the ``limits`` strategies (what its Redis storage runs for a hit)."""
+    """The scripts a hit runs: the ``limits`` strategies' Lua, each hit joined with its read."""
     from limits.storage import RedisStorage as LimitsRedis
 
     return {
-        "incr": LimitsRedis.SCRIPT_INCR_EXPIRE,
-        "acquire_moving": LimitsRedis.SCRIPT_ACQUIRE_MOVING_WINDOW,
-        "moving": LimitsRedis.SCRIPT_MOVING_WINDOW,
-        "acquire_sliding": LimitsRedis.SCRIPT_ACQUIRE_SLIDING_WINDOW,
-        "sliding": LimitsRedis.SCRIPT_SLIDING_WINDOW,
+        # ARGV: expiry, amount
+        "fixed-window": _combined(LimitsRedis.SCRIPT_INCR_EXPIRE, b"return redis.call('pttl', KEYS[1])"),
+        # ARGV: now, limit, expiry, amount, window start (the read's ARGV[1])
+        "moving-window": _combined(
+            LimitsRedis.SCRIPT_ACQUIRE_MOVING_WINDOW,
+            LimitsRedis.SCRIPT_MOVING_WINDOW,
+            read_args={"ARGV[1]": "ARGV[5]"},
+        ),
+        # KEYS: previous, current; ARGV: limit, expiry, amount (the read's ARGV[1] is the expiry)
+        "sliding-window-counter": _combined(
+            LimitsRedis.SCRIPT_ACQUIRE_SLIDING_WINDOW,
+            LimitsRedis.SCRIPT_SLIDING_WINDOW,
+            read_args={"ARGV[1]": "ARGV[2]"},
+        ),
     }
 
 
@@ -125,24 +153,22 @@ _SHA = {name: hashlib.sha1(text).hexdigest() for name, text in _SCRIPTS.items()}
 
 
 def _queue_hit(pipe: Any, prefix: str, op: Hit, now: float) -> None:
-    """Two commands per window: the ``limits`` strategy's hit, then the read its statistics need."""
+    """One command per window: the ``limits`` strategy's hit and the read of its statistics."""
     for w in op.windows:
         key = prefix + w.key
-        if w.strategy == "fixed-window":
-            pipe.execute_command("EVALSHA", _SHA["incr"], 1, key, w.seconds, op.cost)
-            pipe.pttl(key)
-        elif w.strategy == "moving-window":
-            pipe.execute_command("EVALSHA", _SHA["acquire_moving"], 1, key, now, w.limit, w.seconds, op.cost)
-            pipe.execute_command("EVALSHA", _SHA["moving"], 1, key, now - w.seconds, w.limit)
-        elif w.strategy == "sliding-window-counter":
-            # limits' key scheme: both windows in one hash slot (Redis Cluster)
-            current, previous = f"{{{key}}}", f"{{{key}}}/-1"
-            pipe.execute_command(
-                "EVALSHA", _SHA["acquire_sliding"], 2, previous, current, w.limit, w.seconds, op.cost
-            )
-            pipe.execute_command("EVALSHA", _SHA["sliding"], 2, previous, current, w.seconds)
-        else:
+        sha = _SHA.get(w.strategy)
+        if sha is None:
             raise ValueError(f"unknown rate-limit strategy {w.strategy!r}")
+        if w.strategy == "fixed-window":
+            pipe.execute_command("EVALSHA", sha, 1, key, w.seconds, op.cost)
+        elif w.strategy == "moving-window":
+            pipe.execute_command("EVALSHA", sha, 1, key, now, w.limit, w.seconds, op.cost, now - w.seconds)
+        else:
+            # limits' key scheme (both windows in one hash slot of a Redis Cluster), under the
+            # prefix, so an ACL restricted to ``~prefix*`` covers them
+            current = f"{prefix}{{{w.key}}}"
+            previous = current + "/-1"
+            pipe.execute_command("EVALSHA", sha, 2, previous, current, w.limit, w.seconds, op.cost)
 
 
 def _number(value: object) -> float:
@@ -157,7 +183,9 @@ def _read_hit(op: Hit, raw: list[object], now: float) -> tuple[Counted, ...]:
     out: list[Counted] = []
     replies = iter(raw)
     for w in op.windows:
-        first, second = next(replies), next(replies)
+        reply = cast("list[object]", next(replies))
+        first = reply[0] if reply else None
+        second = reply[1] if len(reply) > 1 else None
         if w.strategy == "fixed-window":
             out.append(counted_fixed(int(_number(first)), w.limit, max(0.0, _number(second)) / 1000))
         elif w.strategy == "moving-window":
@@ -180,21 +208,16 @@ def _read_hit(op: Hit, raw: list[object], now: float) -> tuple[Counted, ...]:
     return tuple(out)
 
 
-def _needs_scripts(raw: list[object]) -> bool:
-    """Whether the server lacks the scripts (restarted, flushed); raises any other error."""
-    missing = [r for r in raw if isinstance(r, redis.exceptions.NoScriptError)]
-    if missing:
-        if len(missing) != sum(1 for r in raw if isinstance(r, Exception)):
-            raise next(
-                r
-                for r in raw
-                if isinstance(r, Exception) and not isinstance(r, redis.exceptions.NoScriptError)
-            )
-        return True
-    for r in raw:
-        if isinstance(r, Exception):
-            raise r
-    return False
+def _missing_scripts(raw: list[object]) -> list[int]:
+    """The windows (one command each) whose script the server lacked (restarted, flushed, a
+    cluster node replaced); raises any other error. Those windows did not run."""
+    missing = []
+    for i, reply in enumerate(raw):
+        if isinstance(reply, redis.exceptions.NoScriptError):
+            missing.append(i)
+        elif isinstance(reply, Exception):
+            raise reply
+    return missing
 
 
 def _milliseconds(ttl: float) -> int:
@@ -310,8 +333,10 @@ class _Target:
             self.service = unquote(path[0])
             path = path[1:]
         if path:
-            if len(path) != 1 or not path[0].isdigit() or self.kind == "cluster":
-                raise ValueError("the path is /db (not for a cluster, which has only db 0)")
+            if self.kind == "cluster":
+                raise ValueError("a cluster has only db 0: give no path")
+            if len(path) != 1 or not path[0].isdigit():
+                raise ValueError("the path is /service or /service/db, db a number")
             self.db = int(path[0])
 
 
@@ -329,16 +354,29 @@ def _target_of(url: str) -> _Target:
         raise ValueError(f"invalid Redis URL {_redact(url)}: {detail}") from None
 
 
+def _pool_wait(timeout: float) -> float:
+    """How long an operation waits for a free pooled connection. Waiting is local congestion (a
+    burst larger than the pool, a busy event loop), not Redis failing: it gets more time than a
+    command, so a burst is served late rather than refused, or let through under fail-open."""
+    return max(2.0, 8 * timeout)
+
+
+def _connect_timeout(timeout: float) -> float:
+    """Time to open a connection: on a busy event loop the handshake's completion may wait for
+    the loop longer than a command's ``timeout``; an unreachable Redis still fails within it."""
+    return max(2.0, timeout)
+
+
 def _sync_client_for(target: _Target, timeout: float, max_connections: int) -> tuple[Any, list[Any]]:
     """The client, and other clients to close with it (a Sentinel's connections to the Sentinels)."""
     common: dict[str, Any] = {
         "socket_timeout": timeout,
-        "socket_connect_timeout": timeout,
+        "socket_connect_timeout": _connect_timeout(timeout),
         "retry": Retry(NoBackoff(), 0),
     }
     if target.kind == "basic":
         pool = redis.BlockingConnectionPool.from_url(
-            target.url, max_connections=max_connections, timeout=timeout, **common
+            target.url, max_connections=max_connections, timeout=_pool_wait(timeout), **common
         )
         return redis.Redis.from_pool(pool), []
     auth: dict[str, Any] = {"username": target.username, "password": target.password, "ssl": target.ssl}
@@ -365,12 +403,12 @@ def _sync_client_for(target: _Target, timeout: float, max_connections: int) -> t
 def _async_client_for(target: _Target, timeout: float, max_connections: int) -> tuple[Any, list[Any]]:
     common: dict[str, Any] = {
         "socket_timeout": timeout,
-        "socket_connect_timeout": timeout,
+        "socket_connect_timeout": _connect_timeout(timeout),
         "retry": AsyncRetry(NoBackoff(), 0),
     }
     if target.kind == "basic":
         pool = redis.asyncio.BlockingConnectionPool.from_url(
-            target.url, max_connections=max_connections, timeout=timeout, **common
+            target.url, max_connections=max_connections, timeout=_pool_wait(timeout), **common
         )
         return redis.asyncio.Redis.from_pool(pool), []
     auth: dict[str, Any] = {"username": target.username, "password": target.password, "ssl": target.ssl}
@@ -473,20 +511,27 @@ class RedisStore:
         raise _unknown(op)  # Call included: the drivers run it, a store never does
 
     def _hit(self, op: Hit) -> tuple[Counted, ...]:
-        """Every window in one pipeline: one round trip. A server without the scripts (after a
-        restart) gets them loaded and the pipeline once more; no window ran the first time."""
+        """Every window in one pipeline: one round trip. Windows whose script the server lacks
+        (after a restart) did not run: the scripts are loaded and those windows alone sent
+        again, so no window counts a request twice."""
         client, _ = self._sync_client()
-        for attempt in (1, 2):
-            now = time.time()
+        now = time.time()
+        pipe = client.pipeline(transaction=False)
+        _queue_hit(pipe, self.prefix, op, now)
+        raw = pipe.execute(raise_on_error=False)
+        missing = _missing_scripts(raw)
+        if missing:
+            for text in _SCRIPTS.values():  # on a cluster, every primary loads it
+                client.script_load(text)
+            again = Hit(tuple(op.windows[i] for i in missing), op.cost)
             pipe = client.pipeline(transaction=False)
-            _queue_hit(pipe, self.prefix, op, now)
-            raw = pipe.execute(raise_on_error=False)
-            if not _needs_scripts(raw):
-                return _read_hit(op, raw, now)
-            if attempt == 1:
-                for text in _SCRIPTS.values():  # on a cluster, every primary loads it
-                    client.script_load(text)
-        raise redis.exceptions.NoScriptError("the rate-limit scripts could not be loaded")
+            _queue_hit(pipe, self.prefix, again, now)
+            redo = pipe.execute(raise_on_error=False)
+            if _missing_scripts(redo):
+                raise redis.exceptions.NoScriptError("the rate-limit scripts could not be loaded")
+            for i, reply in zip(missing, redo, strict=True):
+                raw[i] = reply
+        return _read_hit(op, raw, now)
 
     # -- async face ------------------------------------------------------------------
 
@@ -528,17 +573,23 @@ class RedisStore:
 
     async def _ahit(self, op: Hit) -> tuple[Counted, ...]:
         client = (await self._loop_client()).client
-        for attempt in (1, 2):
-            now = time.time()
+        now = time.time()
+        pipe = client.pipeline(transaction=False)
+        _queue_hit(pipe, self.prefix, op, now)
+        raw = await pipe.execute(raise_on_error=False)
+        missing = _missing_scripts(raw)
+        if missing:
+            for text in _SCRIPTS.values():
+                await client.script_load(text)
+            again = Hit(tuple(op.windows[i] for i in missing), op.cost)
             pipe = client.pipeline(transaction=False)
-            _queue_hit(pipe, self.prefix, op, now)
-            raw = await pipe.execute(raise_on_error=False)
-            if not _needs_scripts(raw):
-                return _read_hit(op, raw, now)
-            if attempt == 1:
-                for text in _SCRIPTS.values():
-                    await client.script_load(text)
-        raise redis.exceptions.NoScriptError("the rate-limit scripts could not be loaded")
+            _queue_hit(pipe, self.prefix, again, now)
+            redo = await pipe.execute(raise_on_error=False)
+            if _missing_scripts(redo):
+                raise redis.exceptions.NoScriptError("the rate-limit scripts could not be loaded")
+            for i, reply in zip(missing, redo, strict=True):
+                raw[i] = reply
+        return _read_hit(op, raw, now)
 
     # -- lifecycle -------------------------------------------------------------------
 

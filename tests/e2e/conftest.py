@@ -392,12 +392,12 @@ def app_command(app: str, port: int) -> list[str]:
         "3",
         APPS[app],
     ]
-    if _version("gunicorn") >= (25, 1):
+    if distribution_version("gunicorn") >= (25, 1):
         argv[-1:-1] = ["--no-control-socket"]  # else it would open ~/.gunicorn/gunicorn.ctl
     return argv
 
 
-def _version(distribution: str) -> tuple[int, ...]:
+def distribution_version(distribution: str) -> tuple[int, ...]:
     parts = []
     for part in importlib.metadata.version(distribution).split(".")[:2]:
         digits = "".join(itertools.takewhile(str.isdigit, part))

@@ -363,6 +363,10 @@ def test_OB_21_429_has_retry_after_and_interaction_id(serve: Any) -> None:
     assert only(response_headers, "x-fapi-interaction-id") == FIXED_IID
     assert only(response_headers, "cache-control") == "no-store"
     assert values(response_headers, "www-authenticate") == []
+    # The 429 says which window refused and how the others stand.
+    policy_field, current = rate_limit_fields(response_headers)
+    assert policy_field == [("tpp-60s", 2, 60)]
+    assert [(name, r) for name, r, _ in current] == [("tpp-60s", 0)]
     document = json.loads(body)
     assert document == {
         "type": document["type"],

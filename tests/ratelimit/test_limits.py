@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -747,3 +748,50 @@ def test_preauth_limit_holds_while_the_store_is_down() -> None:
     bearer = token()
     assert_allowed(send(guard, bearer=bearer))
     assert_refused(guard, send(guard, bearer=bearer), reason="ratelimit.preauth_exceeded")
+
+
+def test_storage_failure_cause_is_logged_for_operators(caplog: pytest.LogCaptureFixture) -> None:
+    guard, _ = make_guard({"tiers": {"default": "100/hour"}}, store=BrokenStore())
+    with caplog.at_level(logging.WARNING, logger="bankguard"):
+        send(guard, bearer=token())
+    messages = [r.getMessage() for r in caplog.records if "rate-limit store failed" in r.getMessage()]
+    assert messages == [
+        "bankguard: rate-limit store failed (ConnectionError: store unreachable); failing closed"
+    ]
+
+
+def test_a_full_memory_store_fails_as_the_policy_says() -> None:
+    """Counters are bounded like every other entry of the memory store (storage.max_entries)."""
+    guard, _ = make_guard({"tiers": {"default": "100/hour"}}, storage={"max_entries": 1000})
+    for i in range(1000):
+        assert_allowed(send(guard, bearer=token(f"client-{i}")))
+    decision = send(guard, bearer=token("one-too-many"))
+    assert_refused(guard, decision, status=503, reason="ratelimit.storage_unavailable")
+    assert_allowed(send(guard, bearer=token("client-7")))  # known counters keep counting
+
+
+def test_BG_07_keys_hold_no_consent_or_account_id() -> None:
+    """Consent and account ids are personal data: the unattended counter is keyed on a digest."""
+    guard, _ = make_guard({"tiers": {"default": "100/hour"}, "unattended": UNATTENDED})
+    assert_allowed(
+        send(guard, "/accounts/acc-secret-99/balances", bearer=token(openbanking_intent_id="c-77"))
+    )
+    limiter = guard.store._limits
+    keys = [*limiter.storage.storage, *limiter.storage.events]
+    assert any("unattended" in key for key in keys)
+    assert not any("acc-secret-99" in key or "c-77" in key for key in keys)
+
+
+def test_policy_repr_hides_a_redis_password() -> None:
+    policy = Policy.from_dict({"storage": {"uri": "redis://user:s3cret@redis.internal:6379/0"}})
+    assert "s3cret" not in repr(policy)
+    assert policy.storage.uri == "redis://user:s3cret@redis.internal:6379/0"
+
+
+def test_several_workers_with_memory_counters_are_warned_about(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("WEB_CONCURRENCY", "4")
+    with caplog.at_level(logging.WARNING, logger="bankguard"):
+        make_guard({"tiers": {"default": "100/hour"}})
+    assert any("4 times its rate limit" in r.getMessage() for r in caplog.records)

@@ -15,10 +15,12 @@ defines them (structured-field lists: ``"tpp-60s";q=1000;w=60`` and ``"tpp-60s";
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
+import logging
 import math
 from collections.abc import Generator, Iterable
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote
 
 from ..errors import ConfigProblem, ConfigurationError, ServiceUnavailable, TooManyRequests
@@ -26,13 +28,18 @@ from ..policy import Policy
 from ..policy_ratelimit import windows_of
 from ..ratelimit import LimitsMemory
 from ..request import RequestFacts
-from ..stores import Counted, Hit, StoreFailure, StoreOp, Window
+from ..stores import Counted, Hit, MemoryStore, StoreFailure, StoreOp, Window
 from . import State
+
+log = logging.getLogger("bankguard")
 
 __all__ = ["RATELIMIT_HEADERS", "PreAuthLimitCheck", "TppLimitCheck", "publish"]
 
 RATELIMIT_HEADERS = ("ratelimit-policy", "ratelimit")
 _SHORT = {"fixed-window": "fw", "moving-window": "mw", "sliding-window-counter": "sw"}
+
+#: Identities x operations whose windows are kept ready.
+_MAX_CACHED = 10_000
 
 # (name, limit, seconds) of each window of a limit string, under a name prefix.
 Plan = tuple[tuple[str, int, int], ...]
@@ -47,24 +54,35 @@ def _part(value: str) -> str:
     return quote(value, safe="")
 
 
+#: ``RateLimit-Policy`` values by the windows they list (the policy allows only a handful).
+_POLICY_FIELDS: dict[tuple[tuple[str, int, int], ...], str] = {}
+
+
 def publish(state: State) -> None:
     """Set the RateLimit header fields from every window the request was counted in."""
-    state.response_headers[:] = [h for h in state.response_headers if h[0] not in RATELIMIT_HEADERS]
-    if not state.quotas:
+    headers = state.response_headers
+    if headers and any(h[0] in RATELIMIT_HEADERS for h in headers):
+        headers[:] = [h for h in headers if h[0] not in RATELIMIT_HEADERS]
+    quotas = state.quotas
+    if not quotas:
         return
-    policy = ", ".join(f'"{name}";q={limit};w={seconds}' for name, limit, seconds, _, _ in state.quotas)
-    current = ", ".join(
-        f'"{name}";r={remaining};t={math.ceil(reset)}' for name, _, _, remaining, reset in state.quotas
-    )
-    state.response_headers += [("ratelimit-policy", policy), ("ratelimit", current)]
+    shape = tuple((q[0], q[1], q[2]) for q in quotas)
+    policy = _POLICY_FIELDS.get(shape)
+    if policy is None:
+        policy = ", ".join(f'"{name}";q={limit};w={seconds}' for name, limit, seconds, _, _ in quotas)
+        if len(_POLICY_FIELDS) < 1024:
+            _POLICY_FIELDS[shape] = policy
+    current = ", ".join(f'"{q[0]}";r={q[3]};t={math.ceil(q[4])}' for q in quotas)
+    headers += [("ratelimit-policy", policy), ("ratelimit", current)]
 
 
 def _record(state: State, plan: Plan, results: Iterable[Counted], headers: bool) -> list[float]:
     """Note the windows on ``state``; the reset times of those that refused."""
     refused: list[float] = []
+    quotas = state.quotas
     for (name, limit, seconds), counted in zip(plan, results, strict=True):
         if headers:
-            state.quotas.append((name, limit, seconds, counted.remaining, counted.reset))
+            quotas.append((name, limit, seconds, counted.remaining, counted.reset))
         if not counted.admitted:
             refused.append(counted.reset)
     if headers:
@@ -74,6 +92,11 @@ def _record(state: State, plan: Plan, results: Iterable[Counted], headers: bool)
 
 def _retry_after(resets: list[float]) -> int:
     return max(1, math.ceil(max(resets)))
+
+
+def _fields(state: State) -> list[tuple[str, str]]:
+    """The RateLimit fields on ``state``, for a 429 (the problem carries them too)."""
+    return [h for h in state.response_headers if h[0] in RATELIMIT_HEADERS]
 
 
 class PreAuthLimitCheck:
@@ -87,7 +110,7 @@ class PreAuthLimitCheck:
         self._plan = _plan("preauth", rl.preauth.limits or "")
         self._ipv6_prefix = rl.preauth.ipv6_prefix
         self._headers = rl.headers
-        self._memory = LimitsMemory()
+        self._memory = LimitsMemory(policy.storage.max_entries)
 
     def _address(self, address: str) -> str:
         try:
@@ -111,7 +134,9 @@ class PreAuthLimitCheck:
         results = self._memory.hit(Hit(windows))
         refused = _record(state, self._plan, results, self._headers)
         if refused:
-            raise TooManyRequests("ratelimit.preauth_exceeded", retry_after=_retry_after(refused))
+            raise TooManyRequests(
+                "ratelimit.preauth_exceeded", retry_after=_retry_after(refused), headers=_fields(state)
+            )
         return None
 
 
@@ -141,6 +166,8 @@ class TppLimitCheck:
         self._accounts = un.account_parameters
         self._consents = un.consent_claims
         self._bg_error = un.error == "berlin-group"
+        self._windows: dict[tuple[str, str | None], tuple[Plan, tuple[Window, ...]]] = {}
+        self._inline: MemoryStore | None = None
         if known_operations is not None:
             _check_operations(policy, set(known_operations))
 
@@ -152,35 +179,82 @@ class TppLimitCheck:
         if identity is None:
             return None  # nobody verified: only the pre-authentication limit applies
         op = state.operation.id if state.operation is not None else None
+        found = self._windows.get((identity, op))
+        if found is None:
+            found = self._windows_of(identity, op)
+        plan, windows = found
+        if op in self._unattended and not any(facts.headers.get(h) for h in self._presence):
+            consent = principal.consent_id or next(
+                (str(v) for c in self._consents if isinstance(v := principal.claims.get(c), str) and v), "-"
+            )
+            account = next((state.path_params[p] for p in self._accounts if p in state.path_params), "-")
+            _, limit, seconds = self._unattended_plan[0]
+            # Consent and account ids are personal data: the key holds a digest of them.
+            digest = hashlib.sha256(f"{consent}\x00{account}".encode()).hexdigest()[:32]
+            key = f"rl/mw/unattended/{_part(identity)}/{digest}"
+            windows += (Window(key, limit, seconds, "moving-window"),)
+            return self._count(state, plan + self._unattended_plan, windows, True)
+        return self._count(state, plan, windows, False)
+
+    def _windows_of(self, identity: str, op: str | None) -> tuple[Plan, tuple[Window, ...]]:
+        """The plan and windows of an identity on an operation (cached: the same every request)."""
         tier, overrides = self._tiers[self._tpps.get(identity, "default")]
         who = _part(identity)
         if op is not None and op in overrides:
             plan, base = overrides[op], f"rl/{self._short}/op/{_part(op)}/{who}"
         else:
             plan, base = tier, f"rl/{self._short}/tpp/{who}"
-        windows = [Window(f"{base}/{seconds}", limit, seconds, self._strategy) for _, limit, seconds in plan]
-        unattended = op in self._unattended and not any(facts.headers.get(h) for h in self._presence)
-        if unattended:
-            consent = principal.consent_id or next(
-                (str(v) for c in self._consents if isinstance(v := principal.claims.get(c), str) and v), "-"
-            )
-            account = next((state.path_params[p] for p in self._accounts if p in state.path_params), "-")
-            _, limit, seconds = self._unattended_plan[0]
-            key = f"rl/mw/unattended/{who}/{_part(consent)}/{_part(account)}"
-            windows.append(Window(key, limit, seconds, "moving-window"))
-            plan = plan + self._unattended_plan
-        return self._count(state, plan, tuple(windows), unattended)
+        windows = tuple(
+            Window(f"{base}/{seconds}", limit, seconds, self._strategy) for _, limit, seconds in plan
+        )
+        if len(self._windows) >= _MAX_CACHED:
+            self._windows.clear()  # verified identities are few; this bounds a misbehaving deployment
+        self._windows[identity, op] = (plan, windows)
+        return plan, windows
+
+    def bind_store(self, store: object) -> None:
+        """Called by the guard with its store: a process-local one is used directly (no I/O, so
+        nothing to hand to the driver), a shared one through the driver."""
+        self._inline = store if isinstance(store, MemoryStore) else None
 
     def _count(
+        self, state: State, plan: Plan, windows: tuple[Window, ...], unattended: bool
+    ) -> Generator[StoreOp, Any, None] | None:
+        if self._inline is not None:
+            try:
+                results = cast("tuple[Counted, ...]", self._inline.execute(Hit(windows)))
+            except StoreFailure as exc:
+                self._unavailable(state, exc)
+                return None
+            self._judge(state, plan, results, unattended)
+            return None
+        return self._flow(state, plan, windows, unattended)
+
+    def _flow(
         self, state: State, plan: Plan, windows: tuple[Window, ...], unattended: bool
     ) -> Generator[StoreOp, Any, None]:
         try:
             results: tuple[Counted, ...] = yield Hit(windows)
-        except StoreFailure:
-            if self._fail_open:
-                state.notes.append("ratelimit.storage_unavailable")
-                return
-            raise ServiceUnavailable("ratelimit.storage_unavailable", retry_after=1) from None
+        except StoreFailure as exc:
+            self._unavailable(state, exc)
+            return
+        self._judge(state, plan, results, unattended)
+
+    def _unavailable(self, state: State, exc: StoreFailure) -> None:
+        # The cause (refused, timed out, pool exhausted, full) is for operators, never for clients
+        # or the audit trail; it names no key and no credential.
+        cause = exc.__cause__ if exc.__cause__ is not None else exc
+        log.warning(
+            "bankguard: rate-limit store failed (%s: %s); failing %s",
+            type(cause).__name__,
+            str(cause)[:200],
+            "open" if self._fail_open else "closed",
+        )
+        if not self._fail_open:
+            raise ServiceUnavailable("ratelimit.storage_unavailable", retry_after=1)
+        state.notes.append("ratelimit.storage_unavailable")
+
+    def _judge(self, state: State, plan: Plan, results: tuple[Counted, ...], unattended: bool) -> None:
         refused = _record(state, plan, results, self._headers)
         if not refused:
             return
@@ -190,13 +264,14 @@ class TppLimitCheck:
                 "ratelimit.unattended_exceeded",
                 retry_after=retry,
                 detail="The number of accesses without the customer present was exceeded.",
+                headers=_fields(state),
             )
             if self._bg_error:
                 denial.extensions["tppMessages"] = [
                     {"category": "ERROR", "code": "ACCESS_EXCEEDED", "text": denial.detail}
                 ]
             raise denial
-        raise TooManyRequests("ratelimit.exceeded", retry_after=retry)
+        raise TooManyRequests("ratelimit.exceeded", retry_after=retry, headers=_fields(state))
 
 
 def _check_operations(policy: Policy, known: set[str]) -> None:
