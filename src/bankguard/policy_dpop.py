@@ -7,7 +7,7 @@
   proof acceptance window and optional server nonces (RFC 9449 §8, §9).
 * ``storage`` chooses where shared state lives: ``memory://`` (one process) or
   ``redis://`` / ``rediss://`` / ``unix://`` when several workers or replicas serve one API.
-  DPoP ``jti`` replay entries live there; so will rate-limit counters.
+  DPoP ``jti`` replay entries and rate-limit counters live there.
 """
 
 from __future__ import annotations
@@ -216,7 +216,7 @@ def parse_storage_uri(value: object, path: str) -> str:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class StoragePolicy(Section):
-    """Where shared state lives (DPoP replay entries; later, rate-limit counters).
+    """Where shared state lives (DPoP replay entries, rate-limit counters).
 
     ``memory://`` keeps it in the process: correct for one worker only. With several
     workers or replicas use Redis, so a proof accepted by one is refused by all others.
@@ -227,9 +227,10 @@ class StoragePolicy(Section):
     uri: str = option("memory://", parse=parse_storage_uri, repr=False)
     #: Prefix of every key bankguard writes (several APIs can share one Redis).
     prefix: str = "bankguard:"
-    #: Time limit of one Redis operation (connect or command).
+    #: Time limit of one Redis command (connecting and waiting for a pooled connection get more).
     timeout: float = option(0.25, parse=parse_duration)
-    #: Entry cap of the ``memory://`` store.
+    #: Entry cap of the ``memory://`` store, and of each table of in-process rate-limit counters
+    #: (the pre-authentication limit's included).
     max_entries: int = 100_000
 
     def _check(self) -> None:

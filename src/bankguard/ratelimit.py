@@ -10,9 +10,10 @@ it admitted the request, what remains and when it resets, which the RateLimit he
 
 In process (``memory://``, and the pre-authentication limit always) :class:`LimitsMemory` calls a
 ``limits`` :class:`~limits.storage.MemoryStorage` directly: no I/O, so the same code serves WSGI
-and ASGI. On Redis, :class:`~bankguard.stores_redis.RedisStore` sends the ``limits`` strategies'
-own Lua scripts for every window, and the reads the statistics need, in one pipeline: one round
-trip per request however many windows apply (``limits``' storage API would take two per window).
+and ASGI. On Redis, :class:`~bankguard.stores_redis.RedisStore` sends one command per window --
+the ``limits`` strategy's own Lua hit script joined with its own statistics read in one script --
+and all windows in one pipeline: one round trip per request however many windows apply
+(``limits``' storage API would take two per window).
 :func:`counted_fixed`, :func:`counted_moving` and :func:`counted_sliding` compute the statistics
 the way ``limits``' ``get_window_stats`` does, for both.
 """

@@ -24,13 +24,16 @@ No secrets in keys or values
     the SHA-256 of the proof's ``jti``), never tokens, proofs or credentials.
 
 Failures
-    ``socket_timeout`` and ``socket_connect_timeout`` are the store's ``timeout``, so a
-    dead Redis fails fast, and nothing is retried: ``SET NX`` and ``INCRBY`` are not
+    ``socket_timeout`` is the store's ``timeout`` (opening a connection may take
+    ``max(2 s, timeout)``: on a busy event loop the handshake's completion waits for the
+    loop), so a dead Redis fails fast, and nothing is retried: ``SET NX`` and ``INCRBY`` are not
     idempotent, and repeating one after a lost reply would report a first use as a
     replay or count a request twice. Every error (unreachable, timed out, refused,
     ``ResponseError``) propagates; the guard's driver turns an exception from a store
-    into a fail-closed 503. When all ``max_connections`` connections are busy, an
-    operation waits up to ``timeout`` for one (a blocking pool) instead of failing at once.
+    into a fail-closed 503. When all ``max_connections`` connections of a single server's
+    pool are busy, an operation waits up to ``max(2 s, 8 x timeout)`` for one (a blocking
+    pool): a burst is congestion, not Redis failing. Cluster and Sentinel pools cannot wait;
+    they get at least 1024 connections per node instead.
     Options in the URL's query string (``?socket_timeout=1``) override these defaults.
 
 Sync face (WSGI)
@@ -367,6 +370,11 @@ def _connect_timeout(timeout: float) -> float:
     return max(2.0, timeout)
 
 
+#: Connections per node of a cluster or Sentinel-managed master: redis-py's pools there do not
+#: wait for a free connection (they fail at once), so they get room for a burst.
+_UNPOOLED_CONNECTIONS = 1024
+
+
 def _sync_client_for(target: _Target, timeout: float, max_connections: int) -> tuple[Any, list[Any]]:
     """The client, and other clients to close with it (a Sentinel's connections to the Sentinels)."""
     common: dict[str, Any] = {
@@ -384,18 +392,23 @@ def _sync_client_for(target: _Target, timeout: float, max_connections: int) -> t
         from redis.cluster import ClusterNode
 
         nodes = [ClusterNode(host, port) for host, port in target.nodes]  # type: ignore[no-untyped-call]
-        return redis.RedisCluster(startup_nodes=nodes, max_connections=max_connections, **auth, **common), []
+        room = max(max_connections, _UNPOOLED_CONNECTIONS)
+        return redis.RedisCluster(startup_nodes=nodes, max_connections=room, **auth, **common), []
     from redis.sentinel import Sentinel
 
     sentinel = Sentinel(  # type: ignore[no-untyped-call]
         target.nodes,
-        sentinel_kwargs={"socket_timeout": timeout, "socket_connect_timeout": timeout, **auth},
+        sentinel_kwargs={
+            "socket_timeout": timeout,
+            "socket_connect_timeout": _connect_timeout(timeout),
+            **auth,
+        },
         db=target.db,
         **auth,
         **common,
     )
     master = sentinel.master_for(  # type: ignore[no-untyped-call]
-        cast(str, target.service), max_connections=max_connections
+        cast(str, target.service), max_connections=max(max_connections, _UNPOOLED_CONNECTIONS)
     )
     return master, list(sentinel.sentinels)
 
@@ -416,22 +429,24 @@ def _async_client_for(target: _Target, timeout: float, max_connections: int) -> 
         from redis.asyncio.cluster import ClusterNode
 
         nodes = [ClusterNode(host, port) for host, port in target.nodes]
-        cluster = redis.asyncio.RedisCluster(
-            startup_nodes=nodes, max_connections=max_connections, **auth, **common
-        )
+        room = max(max_connections, _UNPOOLED_CONNECTIONS)
+        cluster = redis.asyncio.RedisCluster(startup_nodes=nodes, max_connections=room, **auth, **common)
         return cluster, []
     from redis.asyncio.sentinel import Sentinel
 
     sentinel = Sentinel(  # type: ignore[no-untyped-call]
         target.nodes,
-        sentinel_kwargs={"socket_timeout": timeout, "socket_connect_timeout": timeout, **auth},
+        sentinel_kwargs={
+            "socket_timeout": timeout,
+            "socket_connect_timeout": _connect_timeout(timeout),
+            **auth,
+        },
         db=target.db,
         **auth,
         **common,
     )
-    return sentinel.master_for(cast(str, target.service), max_connections=max_connections), list(
-        sentinel.sentinels
-    )
+    room = max(max_connections, _UNPOOLED_CONNECTIONS)
+    return sentinel.master_for(cast(str, target.service), max_connections=room), list(sentinel.sentinels)
 
 
 class _LoopClient:
@@ -450,8 +465,8 @@ class RedisStore:
     :param url: ``redis://[user:password@]host[:port][/db]``, ``rediss://...`` (TLS) or
         ``unix:///path/to/redis.sock``; query options are passed to redis-py.
     :param prefix: prepended to every key.
-    :param timeout: seconds for connecting, for each command, and for waiting for a free
-        pooled connection.
+    :param timeout: seconds for each command (connecting and waiting for a pooled
+        connection get more: see "Failures" above).
     :param max_connections: connections per pool (one sync pool, one async pool per loop).
     """
 

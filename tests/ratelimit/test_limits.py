@@ -795,3 +795,21 @@ def test_several_workers_with_memory_counters_are_warned_about(
     with caplog.at_level(logging.WARNING, logger="bankguard"):
         make_guard({"tiers": {"default": "100/hour"}})
     assert any("4 times its rate limit" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("failure", ["closed", "open"])
+def test_a_full_preauth_table_follows_the_storage_failure_policy(failure: str) -> None:
+    """An address flood that fills the pre-authentication counters is a store failure: refused
+    (503) or let through with a note, as ``on_storage_failure`` says; never an internal fault."""
+    guard, events = make_guard(
+        {"on_storage_failure": failure, "tiers": {"default": "100/hour"}, "preauth": {"limits": "5/second"}},
+        storage={"max_entries": 1000},
+    )
+    for i in range(1000):
+        send(guard, peer=f"10.{i // 250}.{i % 250}.1")
+    decision = send(guard, bearer=token(), peer="192.0.2.200")
+    if failure == "closed":
+        assert_refused(guard, decision, status=503, reason="ratelimit.storage_unavailable")
+    else:
+        assert_allowed(decision)
+        assert "ratelimit.storage_unavailable" in events.events[-1].notes

@@ -99,6 +99,23 @@ def _fields(state: State) -> list[tuple[str, str]]:
     return [h for h in state.response_headers if h[0] in RATELIMIT_HEADERS]
 
 
+def _unavailable(state: State, exc: StoreFailure, fail_open: bool) -> None:
+    """The counters cannot answer: refuse (503) or, under ``on_storage_failure: open``, let the
+    request through with a note on its audit event. Either way operators get the cause."""
+    # The cause (refused, timed out, pool exhausted, full) is for operators, never for clients
+    # or the audit trail; it names no key and no credential.
+    cause = exc.__cause__ if exc.__cause__ is not None else exc
+    log.warning(
+        "bankguard: rate-limit store failed (%s: %s); failing %s",
+        type(cause).__name__,
+        str(cause)[:200],
+        "open" if fail_open else "closed",
+    )
+    if not fail_open:
+        raise ServiceUnavailable("ratelimit.storage_unavailable", retry_after=1)
+    state.notes.append("ratelimit.storage_unavailable")
+
+
 class PreAuthLimitCheck:
     """Per client address, in this process, before any signature is verified."""
 
@@ -111,6 +128,7 @@ class PreAuthLimitCheck:
         self._ipv6_prefix = rl.preauth.ipv6_prefix
         self._headers = rl.headers
         self._memory = LimitsMemory(policy.storage.max_entries)
+        self._fail_open = rl.on_storage_failure == "open"
 
     def _address(self, address: str) -> str:
         try:
@@ -131,7 +149,11 @@ class PreAuthLimitCheck:
         windows = tuple(
             Window(f"{key}/{seconds}", limit, seconds, "fixed-window") for _, limit, seconds in self._plan
         )
-        results = self._memory.hit(Hit(windows))
+        try:
+            results = self._memory.hit(Hit(windows))
+        except StoreFailure as exc:  # its table is full of live counters (an address flood)
+            _unavailable(state, exc, self._fail_open)
+            return None
         refused = _record(state, self._plan, results, self._headers)
         if refused:
             raise TooManyRequests(
@@ -241,18 +263,7 @@ class TppLimitCheck:
         self._judge(state, plan, results, unattended)
 
     def _unavailable(self, state: State, exc: StoreFailure) -> None:
-        # The cause (refused, timed out, pool exhausted, full) is for operators, never for clients
-        # or the audit trail; it names no key and no credential.
-        cause = exc.__cause__ if exc.__cause__ is not None else exc
-        log.warning(
-            "bankguard: rate-limit store failed (%s: %s); failing %s",
-            type(cause).__name__,
-            str(cause)[:200],
-            "open" if self._fail_open else "closed",
-        )
-        if not self._fail_open:
-            raise ServiceUnavailable("ratelimit.storage_unavailable", retry_after=1)
-        state.notes.append("ratelimit.storage_unavailable")
+        _unavailable(state, exc, self._fail_open)
 
     def _judge(self, state: State, plan: Plan, results: tuple[Counted, ...], unattended: bool) -> None:
         refused = _record(state, plan, results, self._headers)
