@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 from ._config import Invalid, Section, option, parse_duration, parse_size, type_name
 from .errors import ConfigProblem, ConfigurationError
 from .policy_tokens import ASYMMETRIC
+from .stores import REDIS_SCHEMES
 
 #: The proof algorithms offered when the policy names none (FAPI 2.0 §5.4.1 allows exactly these).
 DEFAULT_DPOP_ALGORITHMS = ("ES256", "PS256", "EdDSA")
@@ -184,17 +185,7 @@ class DPoPPolicy(Section):
 StorageScheme = Literal["memory", "redis", "rediss", "unix"]
 
 
-_STORAGE_SCHEMES = (
-    "memory",
-    "redis",
-    "rediss",
-    "unix",
-    "redis+unix",
-    "redis+cluster",
-    "rediss+cluster",
-    "redis+sentinel",
-    "rediss+sentinel",
-)
+_STORAGE_SCHEMES = ("memory", *REDIS_SCHEMES)
 
 
 def parse_storage_uri(value: object, path: str) -> str:

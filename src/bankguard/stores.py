@@ -30,6 +30,20 @@ if TYPE_CHECKING:
     from .ratelimit import LimitsMemory
 
 
+#: The Redis URL schemes a store accepts (``rediss`` is TLS; ``+cluster``, ``+sentinel`` name the
+#: topology), besides ``memory://``.
+REDIS_SCHEMES = (
+    "redis",
+    "rediss",
+    "unix",
+    "redis+unix",
+    "redis+cluster",
+    "rediss+cluster",
+    "redis+sentinel",
+    "rediss+sentinel",
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Incr:
     """Add ``amount`` to the counter at ``key`` (created at 0 with ``ttl`` seconds); returns the new value."""

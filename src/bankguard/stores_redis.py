@@ -83,20 +83,11 @@ from redis.commands.core import AsyncScript, Script
 from redis.retry import Retry
 
 from .ratelimit import counted_fixed, counted_moving, counted_sliding
-from .stores import Counted, Get, Hit, Incr, SetIfAbsent, StoreOp
+from .stores import REDIS_SCHEMES, Counted, Get, Hit, Incr, SetIfAbsent, StoreOp
 
 __all__ = ["RedisStore"]
 
-_SCHEMES = (
-    "redis",
-    "rediss",
-    "unix",
-    "redis+unix",
-    "redis+cluster",
-    "rediss+cluster",
-    "redis+sentinel",
-    "rediss+sentinel",
-)
+_SCHEMES = REDIS_SCHEMES
 _SHOWN_SCHEMES = "redis://, rediss://, unix://, redis+cluster://, redis+sentinel:// (rediss+ for TLS)"
 
 #: redis-py's URL parser (what ``from_url`` uses), to refuse a bad URL when the store is built.
