@@ -19,6 +19,7 @@ is recorded on the audit event and the request continues.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import logging
 import os
@@ -102,7 +103,10 @@ def client_address(peer: str | None, forwarded_for: list[str], trusted: tuple[Ne
     return current
 
 
+@functools.lru_cache(maxsize=4096)
 def _in(address: str, networks: tuple[Network, ...]) -> bool:
+    """Whether ``address`` is in one of ``networks`` (cached: the same proxies and clients come
+    back request after request; the key is the address text, bounded)."""
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:

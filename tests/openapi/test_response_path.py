@@ -551,3 +551,20 @@ def test_a_card_sized_number_written_with_an_exponent_is_still_masked() -> None:
     )
     assert document == {"n": "411111******1111"}
     assert report.masked == 1
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        {"a": "caf\u00e9 \u2028", "n": [1.5, 1e16, 2**63 - 1, -0.0, None, True]},
+        {"big": 2**64 + 1},  # beyond what orjson writes
+        {"s": "\ud800"},  # a lone surrogate json.loads accepts
+        {"n": float("nan"), "i": float("inf")},  # json's NaN/Infinity, which orjson writes as null
+    ],
+)
+def test_a_changed_body_is_written_back_with_the_same_values(document: dict[str, Any]) -> None:
+    from bankguard.responses import _serialise
+
+    original = json.dumps(document).encode()
+    written = _serialise(document, original)
+    assert json.dumps(json.loads(written)) == json.dumps(document)
