@@ -2,12 +2,17 @@
 
     python benchmarks/run.py            # full run (a few minutes)
     python benchmarks/run.py --quick    # a few seconds, for CI smoke runs
+    python benchmarks/run.py --quick --check   # exit 1 when a full-stack ratio misses its target
 
 Each case drives the application directly through its interface (an ASGI call or a
 WSGI call), without sockets, so the figures are the cost of the application and
 bankguard alone. Bare and wrapped runs alternate round by round, so both see the same
 machine noise; the script prints the median requests per second of each and the
-ratio wrapped/bare, plus the median cost of one decision of the core alone.
+ratio wrapped/bare, plus the median cost of one decision of the core alone. The other
+scripts beside this one follow (tokens, mTLS, DPoP, OpenAPI, rate limits, and the full stack
+against its peers and its cost floor: benchmarks/fullstack.py). With ``--check``, the exit status
+is 1 when a full-stack ratio misses its target by more than its noise margin (see
+benchmarks/fullstack.py; ratios only, never absolute times).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import fullstack  # benchmarks/fullstack.py, beside this script
 from fastapi import FastAPI
 from flask import Flask, jsonify
 
@@ -189,6 +195,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="few rounds, small batches")
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--requests", type=int, default=None, help="requests per round and case")
+    parser.add_argument(
+        "--check", action="store_true", help="exit 1 when a full-stack ratio misses its target margin"
+    )
     args = parser.parse_args(argv)
     rounds = args.rounds or (3 if args.quick else 9)
     n = args.requests or (300 if args.quick else 3000)
@@ -235,7 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     dpop.report(rounds, 100 if args.quick else 1000)
     openapi.report(rounds, 8 if args.quick else 40, quick=args.quick)
     ratelimit.report(rounds, 50 if args.quick else 140, quick=args.quick)
-    return 0
+    found = fullstack.report(rounds, 0.05 if args.quick else 0.15, quick=args.quick)
+    return fullstack.check(found) if args.check else 0
 
 
 if __name__ == "__main__":
