@@ -23,6 +23,7 @@ naming its YAML path (``ratelimit.tiers.gold``), never a surprise while serving.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from typing import Literal
@@ -33,6 +34,8 @@ from .errors import ConfigProblem, ConfigurationError
 Mode = Literal["enforce", "report"]
 Strategy = Literal["fixed-window", "moving-window", "sliding-window-counter"]
 
+#: Shortest key for the keyed digest of consent and account ids.
+MIN_KEY_SECRET_BYTES = 32
 #: At most this many windows in one limit string.
 MAX_WINDOWS = 8
 #: The longest window: a year (quotas beyond that belong in a contract, not a counter).
@@ -223,6 +226,10 @@ class UnattendedPolicy(Section):
     #: Shape of the 429: ``generic`` (problem+json) or ``berlin-group`` (adds ``tppMessages`` with
     #: ``ACCESS_EXCEEDED``).
     error: Literal["generic", "berlin-group"] = "generic"
+    #: Environment variable holding a key (at least 32 bytes, the same on every replica) for the
+    #: digest of consent and account ids in the counters' keys: HMAC-SHA256 instead of SHA-256,
+    #: so someone reading the store cannot test guessed account numbers against it.
+    key_secret_env: str | None = None
 
     def _check(self) -> None:
         problems = []
@@ -230,6 +237,15 @@ class UnattendedPolicy(Section):
             problems.append(ConfigProblem("limit", "must be between 1 and 1000"))
         if not 3600 <= self.period <= MAX_WINDOW_SECONDS or self.period != int(self.period):
             problems.append(ConfigProblem("period", "must be whole seconds between an hour and a year"))
+        secret = os.environ.get(self.key_secret_env, "") if self.key_secret_env is not None else None
+        if self.enabled and secret is not None and len(secret.encode("utf-8")) < MIN_KEY_SECRET_BYTES:
+            problems.append(
+                ConfigProblem(
+                    "key_secret_env",
+                    f"environment variable {self.key_secret_env} must hold at least "
+                    f"{MIN_KEY_SECRET_BYTES} bytes",
+                )
+            )
         if self.enabled and not self.operations:
             problems.append(
                 ConfigProblem("operations", "name the account-information operations the cap applies to")

@@ -22,6 +22,7 @@ import pytest
 
 from bankguard import Guard, Policy
 from bankguard.decision import Decision
+from bankguard.errors import ConfigurationError
 from bankguard.request import RequestFacts
 from bankguard.stores import StoreOp
 from bankguard.testing import EventCollector, TestIssuer, make_facts
@@ -813,3 +814,35 @@ def test_a_full_preauth_table_follows_the_storage_failure_policy(failure: str) -
     else:
         assert_allowed(decision)
         assert "ratelimit.storage_unavailable" in events.events[-1].notes
+
+
+def test_BG_07_a_configured_key_makes_the_digest_keyed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With ``key_secret_env`` the consent/account digest is HMAC-SHA256 under that key: someone
+    reading the store cannot test guessed account numbers; two keys give different counters."""
+    keyed = {**UNATTENDED, "key_secret_env": "BG_TEST_RL_KEY"}
+    monkeypatch.setenv("BG_TEST_RL_KEY", "k" * 32)
+    first, _ = make_guard({"tiers": {"default": "100/hour"}, "unattended": keyed})
+    monkeypatch.setenv("BG_TEST_RL_KEY", "j" * 32)
+    second, _ = make_guard({"tiers": {"default": "100/hour"}, "unattended": keyed})
+    plain, _ = make_guard({"tiers": {"default": "100/hour"}, "unattended": UNATTENDED})
+
+    def unattended_keys(guard: Guard) -> set[str]:
+        assert_allowed(send(guard, "/accounts/acc-1/balances", bearer=token(openbanking_intent_id="c-1")))
+        storage = guard.store._limits.storage
+        return {key for key in [*storage.storage, *storage.events] if "unattended" in key}
+
+    keys = [unattended_keys(g) for g in (first, second, plain)]
+    assert all(len(k) == 1 for k in keys)
+    assert len(keys[0] | keys[1] | keys[2]) == 3
+
+
+def test_BG_07_a_short_digest_key_is_refused_at_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BG_TEST_RL_KEY", "short")
+    with pytest.raises(ConfigurationError) as info:
+        make_policy(
+            {
+                "tiers": {"default": "100/hour"},
+                "unattended": {**UNATTENDED, "key_secret_env": "BG_TEST_RL_KEY"},
+            }
+        )
+    assert info.value.problems[0].path == "ratelimit.unattended.key_secret_env"

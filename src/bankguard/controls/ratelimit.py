@@ -16,9 +16,11 @@ defines them (structured-field lists: ``"tpp-60s";q=1000;w=60`` and ``"tpp-60s";
 from __future__ import annotations
 
 import hashlib
+import hmac
 import ipaddress
 import logging
 import math
+import os
 from collections.abc import Generator, Iterable
 from typing import Any, cast
 from urllib.parse import quote
@@ -188,6 +190,7 @@ class TppLimitCheck:
         self._accounts = un.account_parameters
         self._consents = un.consent_claims
         self._bg_error = un.error == "berlin-group"
+        self._digest_key = os.environ[un.key_secret_env].encode("utf-8") if un.key_secret_env else None
         self._windows: dict[tuple[str, str | None], tuple[Plan, tuple[Window, ...]]] = {}
         self._inline: MemoryStore | None = None
         if known_operations is not None:
@@ -211,8 +214,13 @@ class TppLimitCheck:
             )
             account = next((state.path_params[p] for p in self._accounts if p in state.path_params), "-")
             _, limit, seconds = self._unattended_plan[0]
-            # Consent and account ids are personal data: the key holds a digest of them.
-            digest = hashlib.sha256(f"{consent}\x00{account}".encode()).hexdigest()[:32]
+            # Consent and account ids are personal data: the key holds a digest of them (keyed when
+            # unattended.key_secret_env names a key).
+            material = f"{consent}\x00{account}".encode()
+            if self._digest_key is not None:
+                digest = hmac.new(self._digest_key, material, hashlib.sha256).hexdigest()[:32]
+            else:
+                digest = hashlib.sha256(material).hexdigest()[:32]
             key = f"rl/mw/unattended/{_part(identity)}/{digest}"
             windows += (Window(key, limit, seconds, "moving-window"),)
             return self._count(state, plan + self._unattended_plan, windows, True)
