@@ -213,8 +213,9 @@ class UnattendedPolicy(Section):
     period: float = option(86400.0, parse=parse_duration)
     #: The account-information operations the cap applies to (operation ids).
     operations: tuple[str, ...] = option((), parse=_parse_names)
-    #: Headers whose presence means the customer is present (UK: ``x-fapi-customer-ip-address``,
-    #: Berlin Group: ``psu-ip-address``).
+    #: Headers carrying the customer's IP address, which means the customer is present (UK:
+    #: ``x-fapi-customer-ip-address``, Berlin Group: ``psu-ip-address``); a value that is not an IP
+    #: address is no such signal.
     presence_headers: tuple[str, ...] = option(
         ("x-fapi-customer-ip-address", "psu-ip-address"), parse=_parse_headers
     )

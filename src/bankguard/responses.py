@@ -122,7 +122,7 @@ class ResponsePlan:
         )
         if report_only:
             return ResponseOutcome(self.status, self.headers, body)
-        new_body = _serialise(minimised, body)
+        new_body = _serialise(minimised)
         return ResponseOutcome(self.status, _with_length(self.headers, len(new_body)), new_body)
 
     def _invalid(self, body: bytes, errors: list[str]) -> ResponseOutcome:
@@ -155,16 +155,19 @@ def _notes(report: MinimiseReport) -> tuple[str, ...]:
     )
 
 
-def _serialise(document: Any, original: bytes) -> bytes:
+def _serialise(document: Any) -> bytes:
     """The minimised document as compact UTF-8 JSON. ``orjson`` writes what ``json.dumps``
-    (``ensure_ascii=False``, compact separators) writes, ten times faster, except for what it
-    cannot hold: ``NaN``/``Infinity`` (it would write ``null``; the body then names them),
-    integers beyond 64 bits and lone surrogates (it raises); those go through ``json.dumps``."""
-    if b"NaN" not in original and b"Infinity" not in original:
-        try:
-            return orjson.dumps(document)
-        except TypeError:  # an integer beyond 64 bits (orjson.JSONEncodeError is a TypeError)
-            pass
+    (``ensure_ascii=False``, compact separators) writes, ten times faster, except that it writes
+    a non-finite float (``NaN``, ``Infinity``, ``1e400`` as parsed) as ``null`` and refuses
+    integers beyond 64 bits and lone surrogates. So its output is used only when it holds no
+    ``null`` at all; otherwise ``json.dumps`` writes the body, exactly."""
+    try:
+        out = orjson.dumps(document)
+    except TypeError:  # orjson.JSONEncodeError: a big integer or a lone surrogate
+        pass
+    else:
+        if b"null" not in out:
+            return out
     # ASCII with \u escapes: a lone surrogate (json.loads accepts "\ud800") has no UTF-8 form.
     return json.dumps(document, separators=(",", ":")).encode("ascii")
 

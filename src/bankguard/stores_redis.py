@@ -87,7 +87,6 @@ from .stores import REDIS_SCHEMES, Counted, Get, Hit, Incr, SetIfAbsent, StoreOp
 
 __all__ = ["RedisStore"]
 
-_SCHEMES = REDIS_SCHEMES
 _SHOWN_SCHEMES = "redis://, rediss://, unix://, redis+cluster://, redis+sentinel:// (rediss+ for TLS)"
 
 #: redis-py's URL parser (what ``from_url`` uses), to refuse a bad URL when the store is built.
@@ -293,7 +292,7 @@ class _Target:
 
     def __init__(self, url: str) -> None:
         scheme = url.partition("://")[0] if "://" in url else ""
-        if scheme not in _SCHEMES:
+        if scheme not in REDIS_SCHEMES:
             shown = f"{scheme}://" if re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]{0,19}", scheme) else "another"
             raise _BadScheme(f"Redis URL scheme must be one of {_SHOWN_SCHEMES}, not {shown}")
         self.url = "unix" + url[len(scheme) :] if scheme == "redis+unix" else url

@@ -624,7 +624,7 @@ def test_BG_07_configured_limit_and_presence_headers() -> None:
         }
     )
     bearer = token()
-    assert_allowed(send(guard, "/accounts", bearer=bearer, headers=[("x-customer-present", "1")]))
+    assert_allowed(send(guard, "/accounts", bearer=bearer, headers=[("x-customer-present", "198.51.100.9")]))
     # Only the configured header signals presence now.
     assert_allowed(send(guard, "/accounts", bearer=bearer, headers=[("psu-ip-address", "192.0.2.1")]))
     assert_allowed(send(guard, "/accounts", bearer=bearer))
@@ -846,3 +846,21 @@ def test_BG_07_a_short_digest_key_is_refused_at_load(monkeypatch: pytest.MonkeyP
             }
         )
     assert info.value.problems[0].path == "ratelimit.unattended.key_secret_env"
+
+
+@pytest.mark.parametrize("value", ["yes", "1", "999.1.1.1", "203.0.113.5, evil", " "])
+def test_BG_07_a_presence_header_without_an_ip_address_is_no_presence(value: str) -> None:
+    """Only a customer IP address signals presence (FAPI-11): any other value in the header
+    cannot step around the cap."""
+    guard, _ = make_guard({"tiers": {"default": "100/hour"}, "unattended": {**UNATTENDED, "limit": 1}})
+    bearer = token()
+    assert_allowed(send(guard, "/accounts", bearer=bearer, headers=[("x-fapi-customer-ip-address", value)]))
+    refused = send(guard, "/accounts", bearer=bearer, headers=[("x-fapi-customer-ip-address", value)])
+    assert_refused(guard, refused, reason="ratelimit.unattended_exceeded")
+    ok = send(
+        guard,
+        "/accounts",
+        bearer=bearer,
+        headers=[("x-fapi-customer-ip-address", "2001:DB8::1893:25c8:1946")],
+    )
+    assert_allowed(ok)

@@ -118,6 +118,20 @@ def _unavailable(state: State, exc: StoreFailure, fail_open: bool) -> None:
     state.notes.append("ratelimit.storage_unavailable")
 
 
+def _customer_present(facts: RequestFacts, headers: tuple[str, ...]) -> bool:
+    """Whether the request says the customer is present: one of ``headers`` holds an IP address
+    (FAPI-11, Berlin Group ``PSU-IP-Address``). Any other value is no such signal, so it cannot be
+    used to step around the unattended-access cap."""
+    for name in headers:
+        for value in facts.headers.get_all(name):
+            try:
+                ipaddress.ip_address(value.strip())
+            except ValueError:
+                continue
+            return True
+    return False
+
+
 class PreAuthLimitCheck:
     """Per client address, in this process, before any signature is verified."""
 
@@ -190,7 +204,15 @@ class TppLimitCheck:
         self._accounts = un.account_parameters
         self._consents = un.consent_claims
         self._bg_error = un.error == "berlin-group"
-        self._digest_key = os.environ[un.key_secret_env].encode("utf-8") if un.key_secret_env else None
+        self._digest_key: bytes | None = None
+        if un.key_secret_env:
+            secret = os.environ.get(un.key_secret_env, "")
+            if not secret:  # checked when the policy loaded; gone since
+                raise ConfigurationError(
+                    f"environment variable {un.key_secret_env} is not set",
+                    path="ratelimit.unattended.key_secret_env",
+                )
+            self._digest_key = secret.encode("utf-8")
         self._windows: dict[tuple[str, str | None], tuple[Plan, tuple[Window, ...]]] = {}
         self._inline: MemoryStore | None = None
         if known_operations is not None:
@@ -208,7 +230,7 @@ class TppLimitCheck:
         if found is None:
             found = self._windows_of(identity, op)
         plan, windows = found
-        if op in self._unattended and not any(facts.headers.get(h) for h in self._presence):
+        if op in self._unattended and not _customer_present(facts, self._presence):
             consent = principal.consent_id or next(
                 (str(v) for c in self._consents if isinstance(v := principal.claims.get(c), str) and v), "-"
             )
@@ -254,7 +276,7 @@ class TppLimitCheck:
             try:
                 results = cast("tuple[Counted, ...]", self._inline.execute(Hit(windows)))
             except StoreFailure as exc:
-                self._unavailable(state, exc)
+                _unavailable(state, exc, self._fail_open)
                 return None
             self._judge(state, plan, results, unattended)
             return None
@@ -266,12 +288,9 @@ class TppLimitCheck:
         try:
             results: tuple[Counted, ...] = yield Hit(windows)
         except StoreFailure as exc:
-            self._unavailable(state, exc)
+            _unavailable(state, exc, self._fail_open)
             return
         self._judge(state, plan, results, unattended)
-
-    def _unavailable(self, state: State, exc: StoreFailure) -> None:
-        _unavailable(state, exc, self._fail_open)
 
     def _judge(self, state: State, plan: Plan, results: tuple[Counted, ...], unattended: bool) -> None:
         refused = _record(state, plan, results, self._headers)
