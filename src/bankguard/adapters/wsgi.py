@@ -159,7 +159,11 @@ class BankGuardWSGI:
             too_large = True
         elif framing is None and stream is not None and (length or environ.get("wsgi.input_terminated")):
             body = _read_upto(stream, min(length or cap + 1, cap + 1))
-            if len(body) > cap:
+            if length is not None and len(body) < length:
+                # The client closed before sending what it declared: an incomplete message
+                # (RFC 9112 §6.3) never reaches the application, as under ASGI.
+                framing, body = "incomplete_body", None
+            elif len(body) > cap:
                 too_large = True
                 environ["wsgi.input"] = io.BufferedReader(_ChainedInput(body, stream))
             else:
