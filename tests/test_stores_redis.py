@@ -555,3 +555,145 @@ def test_a_burst_larger_than_the_pool_is_served_not_refused(make_store):
     admitted = asyncio.run(main())
     assert len(admitted) == 400
     assert sum(admitted) == 150
+
+
+def test_a_hung_redis_times_out_an_async_hit_and_drops_the_connection(make_store, silent_server):
+    """The async face's rate-limit hits on a single server are bounded: opening a connection by
+    the connect timeout (here the handshake never gets its replies), the write and every reply
+    by one deadline; a connection that timed out is closed, never handed to the next operation,
+    and nothing is retried."""
+    port, accepted = silent_server
+    store = make_store(f"redis://127.0.0.1:{port}/0?socket_connect_timeout=0.3", timeout=0.2)
+    hit = Hit(
+        (
+            Window("rl/hung/60", 5, 60, "sliding-window-counter"),
+            Window("rl/hung/3600", 5, 3600, "fixed-window"),
+        )
+    )
+
+    async def twice() -> list[BaseException]:
+        errors = []
+        for _ in range(2):
+            started = time.monotonic()
+            with pytest.raises(redis.TimeoutError) as caught:
+                await store.aexecute(hit)
+            assert time.monotonic() - started < 5  # bounded, however many windows
+            errors.append(caught.value)
+        await store.aclose()
+        return errors
+
+    errors = asyncio.run(twice())
+    assert len(errors) == 2
+    time.sleep(0.2)
+    assert len(accepted) == 2  # a fresh connection for the second hit, none for a retry
+
+
+def test_an_error_reply_in_an_async_hit_is_raised_after_every_reply_is_read(store, raw, prefix):
+    """A window whose key holds another type answers with an error; the other windows' replies
+    are still read off the connection, which stays usable for the next operation."""
+    raw.set(f"{prefix}rl/wrongtype/60", "text")
+    bad = Hit(
+        (
+            Window("rl/fine/60", 5, 60, "sliding-window-counter"),
+            Window("rl/wrongtype/60", 5, 60, "fixed-window"),
+        )
+    )
+    good = Hit((Window("rl/fine2/60", 5, 60, "sliding-window-counter"),))
+
+    async def main() -> list[Any]:
+        with pytest.raises(redis.ResponseError):
+            await store.aexecute(bad)
+        results = [await store.aexecute(good) for _ in range(3)]
+        await store.aclose()
+        return results
+
+    results = asyncio.run(main())
+    assert [r[0].remaining for r in results] == [4, 3, 2]
+
+
+def _resp_commands(buffer: bytearray) -> list[list[bytes]]:
+    """Complete RESP commands at the start of ``buffer`` (removed from it)."""
+    commands = []
+    while buffer.startswith(b"*"):
+        pos = buffer.find(b"\r\n")
+        if pos < 0:
+            break
+        count, args, i, complete = int(buffer[1:pos]), [], pos + 2, True
+        for _ in range(count):
+            end = buffer.find(b"\r\n", i)
+            if end < 0:
+                complete = False
+                break
+            size = int(buffer[i + 1 : end])
+            if len(buffer) < end + 2 + size + 2:
+                complete = False
+                break
+            args.append(bytes(buffer[end + 2 : end + 2 + size]))
+            i = end + 2 + size + 2
+        if not complete:
+            break
+        del buffer[:i]
+        commands.append(args)
+    return commands
+
+
+@pytest.fixture
+def stalling_server() -> Iterator[tuple[int, list[socket.socket]]]:
+    """A Redis look-alike: answers the connection handshake (+OK), then never answers EVALSHA."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.05)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def talk(conn: socket.socket) -> None:
+        conn.settimeout(0.05)
+        buffer = bytearray()
+        while not stop.is_set():
+            try:
+                data = conn.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            if not data:
+                return
+            buffer += data
+            for command in _resp_commands(buffer):
+                if command[0].upper() != b"EVALSHA":
+                    conn.sendall(b"+OK\r\n")
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                continue
+            accepted.append(conn)
+            threading.Thread(target=talk, args=(conn,), daemon=True).start()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield listener.getsockname()[1], accepted
+    stop.set()
+    thread.join(timeout=5)
+    listener.close()
+    for conn in accepted:
+        conn.close()
+
+
+def test_an_async_hit_on_an_open_connection_times_out_and_the_connection_is_dropped(
+    make_store, stalling_server
+):
+    port, accepted = stalling_server
+    store = make_store(f"redis://127.0.0.1:{port}/0", timeout=0.2)
+    hit = Hit((Window("rl/stall/60", 5, 60, "sliding-window-counter"),))
+
+    async def twice() -> None:
+        for _ in range(2):
+            with pytest.raises(redis.TimeoutError):
+                await store.aexecute(hit)
+        await store.aclose()
+
+    asyncio.run(twice())
+    time.sleep(0.2)
+    assert len(accepted) == 2  # the timed-out connection was not reused; nothing was retried

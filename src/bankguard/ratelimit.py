@@ -90,6 +90,26 @@ class _SweptMemoryStorage(MemoryStorage):
     def sweep(self) -> None:
         self._MemoryStorage__expire_events()  # type: ignore[attr-defined]
 
+    def hit_sliding(self, key: str, limit: int, expiry: int, amount: int) -> Counted:
+        """``acquire_sliding_window_entry`` -- the same reads, increment and race check, in the
+        same order -- returning the window's statistics from those reads (``get_sliding_window``
+        would read both counters again, at almost the cost of the hit)."""
+        now = time.time()
+        previous_key, current_key = self.sliding_window_keys(key, expiry, now)
+        previous_count, previous_ttl, current_count, current_ttl = self._get_sliding_window_info(
+            previous_key, current_key, expiry, now
+        )
+        weighted = previous_count * previous_ttl / expiry
+        admitted = amount <= limit and math.floor(weighted + current_count) + amount <= limit
+        if admitted:
+            current_count = self.incr(current_key, 2 * expiry, amount=amount)
+            if math.floor(weighted + current_count) > limit:  # another thread's hit came first
+                current_count = self.decr(current_key, amount)
+                admitted = False
+        return counted_sliding(
+            admitted, limit, expiry, previous_count, previous_ttl, current_count, current_ttl
+        )
+
     def size(self) -> int:
         return len(self.storage) + len(self.events)
 
@@ -138,7 +158,7 @@ class LimitsMemory:
 
     def _room(self, window: Window) -> None:
         storage = self.storage
-        if storage.size() < self.max_entries:
+        if len(storage.storage) + len(storage.events) < self.max_entries:
             return
         key = window.key
         if window.strategy == "sliding-window-counter":  # limits keeps it under the window's own key
@@ -152,9 +172,11 @@ class LimitsMemory:
     def hit(self, op: Hit) -> tuple[Counted, ...]:
         storage = self.storage
         out: list[Counted] = []
+        full = self.max_entries
         for window in op.windows:
             key, limit, seconds = window.key, window.limit, window.seconds
-            self._room(window)
+            if len(storage.storage) + len(storage.events) >= full:
+                self._room(window)
             if window.strategy == "fixed-window":
                 count = storage.incr(key, seconds, amount=op.cost)
                 out.append(counted_fixed(count, limit, storage.get_expiry(key) - time.time()))
@@ -163,9 +185,7 @@ class LimitsMemory:
                 start, count = storage.get_moving_window(key, limit, seconds)
                 out.append(counted_moving(admitted, limit, seconds, start, count, time.time()))
             elif window.strategy == "sliding-window-counter":
-                admitted = storage.acquire_sliding_window_entry(key, limit, seconds, op.cost)
-                stats = storage.get_sliding_window(key, seconds)
-                out.append(counted_sliding(admitted, limit, seconds, *stats))
+                out.append(storage.hit_sliding(key, limit, seconds, op.cost))
             else:
                 raise ValueError(f"unknown rate-limit strategy {window.strategy!r}")
         return tuple(out)

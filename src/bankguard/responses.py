@@ -143,7 +143,7 @@ class ResponsePlan:
 
 def sampled(mode: str, rate: float) -> bool:
     """Whether this response is validated: always, except a ``rate`` share under ``sample``."""
-    return mode != "sample" or random.random() < rate  # noqa: S311 - sampling, not security
+    return mode != "sample" or random.random() < rate  # noqa: S311 - picks which responses to validate, not a secret  # nosec B311
 
 
 def _notes(report: MinimiseReport) -> tuple[str, ...]:

@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from .errors import BankGuardError
 
@@ -92,9 +92,8 @@ class Window:
     strategy: str
 
 
-@dataclass(frozen=True, slots=True)
-class Counted:
-    """What one window said about a hit."""
+class Counted(NamedTuple):
+    """What one window said about a hit (a named tuple: made for every window of every request)."""
 
     admitted: bool
     #: Requests left in the window after this one.
@@ -180,15 +179,19 @@ class MemoryStore:
             self._expiries = [(e, k) for k, (e, _) in data.items()]
             heapq.heapify(self._expiries)
 
+    def limiter(self) -> LimitsMemory:
+        """The ``limits`` memory storage that runs :class:`Hit` operations here (made on first use)."""
+        limiter = self._limits
+        if limiter is None:
+            from .ratelimit import LimitsMemory
+
+            with self._lock:
+                limiter = self._limits = self._limits or LimitsMemory(self.max_entries)
+        return limiter
+
     def execute(self, op: StoreOp) -> object:
         if isinstance(op, Hit):
-            limiter = self._limits
-            if limiter is None:
-                from .ratelimit import LimitsMemory
-
-                with self._lock:
-                    limiter = self._limits = self._limits or LimitsMemory(self.max_entries)
-            return limiter.hit(op)
+            return (self._limits or self.limiter()).hit(op)
         with self._lock:
             now = self._clock()
             if isinstance(op, Get):

@@ -47,7 +47,10 @@ Async face (ASGI)
     ``loop.shutdown_asyncgens()``, which ``asyncio.run``, ``asyncio.Runner``, anyio
     and uvicorn call. :meth:`RedisStore.aclose` closes the current loop's client at once
     (from an ASGI lifespan shutdown, say); a loop closed without ``shutdown_asyncgens``
-    leaks its client's connections.
+    leaks its client's connections. On a single server, rate-limit hits bypass the client's
+    own command machinery: their commands are written at once and their replies read on
+    pooled connections of redis-py's connection class under one deadline (:class:`_Commands`),
+    about half the client's per-call cost on loopback.
 
 Fork safety
     Pre-fork servers (gunicorn) may create the store in the master process. The sync
@@ -67,6 +70,7 @@ import asyncio
 import hashlib
 import math
 import re
+import sys
 import threading
 import time
 import weakref
@@ -84,6 +88,11 @@ from redis.retry import Retry
 
 from .ratelimit import counted_fixed, counted_moving, counted_sliding
 from .stores import REDIS_SCHEMES, Counted, Get, Hit, Incr, SetIfAbsent, StoreOp
+
+if sys.version_info >= (3, 11):
+    from asyncio import timeout as async_timeout
+else:  # redis-py depends on async-timeout below 3.11.3
+    from async_timeout import timeout as async_timeout  # type: ignore[import-not-found,unused-ignore]
 
 __all__ = ["RedisStore"]
 
@@ -142,26 +151,108 @@ def _limits_scripts() -> dict[str, bytes]:
 
 
 _SCRIPTS = _limits_scripts()
-_SHA = {name: hashlib.sha1(text).hexdigest() for name, text in _SCRIPTS.items()}  # noqa: S324 - Redis names scripts by SHA-1
+_SHA = {name: hashlib.sha1(text).hexdigest() for name, text in _SCRIPTS.items()}  # noqa: S324 - EVALSHA names a script by its SHA-1, no security use  # nosec B324
 
 
-def _queue_hit(pipe: Any, prefix: str, op: Hit, now: float) -> None:
+def _hit_commands(prefix: str, op: Hit, now: float) -> list[tuple[object, ...]]:
     """One command per window: the ``limits`` strategy's hit and the read of its statistics."""
+    commands: list[tuple[object, ...]] = []
     for w in op.windows:
         key = prefix + w.key
         sha = _SHA.get(w.strategy)
         if sha is None:
             raise ValueError(f"unknown rate-limit strategy {w.strategy!r}")
         if w.strategy == "fixed-window":
-            pipe.execute_command("EVALSHA", sha, 1, key, w.seconds, op.cost)
+            commands.append(("EVALSHA", sha, 1, key, w.seconds, op.cost))
         elif w.strategy == "moving-window":
-            pipe.execute_command("EVALSHA", sha, 1, key, now, w.limit, w.seconds, op.cost, now - w.seconds)
+            commands.append(("EVALSHA", sha, 1, key, now, w.limit, w.seconds, op.cost, now - w.seconds))
         else:
             # limits' key scheme (both windows in one hash slot of a Redis Cluster), under the
             # prefix, so an ACL restricted to ``~prefix*`` covers them
             current = f"{prefix}{{{w.key}}}"
             previous = current + "/-1"
-            pipe.execute_command("EVALSHA", sha, 2, previous, current, w.limit, w.seconds, op.cost)
+            commands.append(("EVALSHA", sha, 2, previous, current, w.limit, w.seconds, op.cost))
+    return commands
+
+
+def _queue_hit(pipe: Any, prefix: str, op: Hit, now: float) -> None:
+    for command in _hit_commands(prefix, op, now):
+        pipe.execute_command(*command)
+
+
+class _Commands:
+    """Commands sent in one write, their replies read in order, on connections of redis-py's own
+    class that this pool holds -- for the async face's rate-limit hits on a single server.
+
+    redis-py's async client spends most of a loopback round trip on itself: a blocking pool
+    waited on through a condition, a task started by ``asyncio.wait_for`` for every write and a
+    timeout for every read, a pipeline object per call. Here a connection is taken from a list
+    (a semaphore bounds how many exist; only when all are busy does an operation wait, up to
+    the pool wait), and the whole exchange -- write and every reply -- runs under one deadline,
+    the store's ``timeout``. A connection that failed or timed out mid-exchange is closed, never
+    reused; opening one keeps its own, longer, connect timeout. Error replies are returned in
+    place, as a pipeline with ``raise_on_error=False`` returns them.
+    """
+
+    def __init__(self, pool: redis.asyncio.ConnectionPool, size: int, timeout: float, wait: float) -> None:
+        kwargs = dict(pool.connection_kwargs)
+        # The deadline (the URL's socket_timeout, when it gives one) covers the whole exchange.
+        self._timeout = float(kwargs.pop("socket_timeout", None) or timeout)
+        # Opening a connection (TCP, TLS, AUTH, SELECT) keeps the longer connect timeout.
+        self._connect_timeout = float(kwargs.get("socket_connect_timeout") or _connect_timeout(timeout))
+        self._kwargs = kwargs
+        self._class = pool.connection_class
+        self._idle: list[Any] = []
+        self._free = asyncio.Semaphore(size)
+        self._wait = wait
+        self._open: weakref.WeakSet[Any] = weakref.WeakSet()
+
+    async def run(self, commands: list[tuple[object, ...]]) -> list[object]:
+        free = self._free
+        if free.locked():
+            try:
+                await asyncio.wait_for(free.acquire(), self._wait)
+            except asyncio.TimeoutError:
+                raise redis.exceptions.ConnectionError("no free connection within the pool wait") from None
+        else:
+            await free.acquire()  # returns at once
+        try:
+            conn = self._idle.pop() if self._idle else self._connection()
+            done = False
+            try:
+                try:
+                    if not conn.is_connected:
+                        async with async_timeout(self._connect_timeout):
+                            await conn.connect()
+                    async with async_timeout(self._timeout):
+                        await conn.send_packed_command(conn.pack_commands(commands), check_health=False)
+                        replies: list[object] = []
+                        for _ in commands:
+                            try:
+                                replies.append(await conn.read_response())
+                            except redis.exceptions.ResponseError as error:  # read whole: in place
+                                replies.append(error)
+                except asyncio.TimeoutError:
+                    raise redis.exceptions.TimeoutError("Timeout talking to Redis") from None
+                done = True
+                return replies
+            finally:
+                if done:
+                    self._idle.append(conn)
+                else:
+                    await conn.disconnect(nowait=True)
+        finally:
+            free.release()
+
+    def _connection(self) -> Any:
+        conn = self._class(**self._kwargs)
+        self._open.add(conn)
+        return conn
+
+    async def aclose(self) -> None:
+        self._idle.clear()
+        for conn in list(self._open):
+            await conn.disconnect()
 
 
 def _number(value: object) -> float:
@@ -440,12 +531,15 @@ def _async_client_for(target: _Target, timeout: float, max_connections: int) -> 
 
 
 class _LoopClient:
-    __slots__ = ("client", "closer", "incr")
+    __slots__ = ("client", "closer", "commands", "incr")
 
-    def __init__(self, client: redis.asyncio.Redis, closer: AsyncGenerator[None, None]) -> None:
+    def __init__(
+        self, client: redis.asyncio.Redis, closer: AsyncGenerator[None, None], commands: _Commands | None
+    ) -> None:
         self.client = client
         self.incr: AsyncScript = client.register_script(_INCR_SCRIPT)
         self.closer = closer
+        self.commands = commands
 
 
 class RedisStore:
@@ -547,7 +641,13 @@ class RedisStore:
             if bound is not None:
                 return bound
             client, extras = _async_client_for(self._target, self.timeout, self.max_connections)
-            bound = _LoopClient(client, _close_with_loop(client, extras, weakref.ref(self)))
+            commands = None
+            if self._target.kind == "basic":
+                commands = _Commands(
+                    client.connection_pool, self.max_connections, self.timeout, _pool_wait(self.timeout)
+                )
+                extras = [*extras, commands]
+            bound = _LoopClient(client, _close_with_loop(client, extras, weakref.ref(self)), commands)
             self._async[loop] = bound
         # Runs to the generator's first yield without suspending, which registers it with
         # the loop's shutdown_asyncgens().
@@ -577,8 +677,11 @@ class RedisStore:
         raise _unknown(op)
 
     async def _ahit(self, op: Hit) -> tuple[Counted, ...]:
-        client = (await self._loop_client()).client
+        bound = await self._loop_client()
         now = time.time()
+        if bound.commands is not None:
+            return await self._ahit_commands(bound.commands, op, now)
+        client = bound.client
         pipe = client.pipeline(transaction=False)
         _queue_hit(pipe, self.prefix, op, now)
         raw = await pipe.execute(raise_on_error=False)
@@ -590,6 +693,20 @@ class RedisStore:
             pipe = client.pipeline(transaction=False)
             _queue_hit(pipe, self.prefix, again, now)
             redo = await pipe.execute(raise_on_error=False)
+            if _missing_scripts(redo):
+                raise redis.exceptions.NoScriptError("the rate-limit scripts could not be loaded")
+            for i, reply in zip(missing, redo, strict=True):
+                raw[i] = reply
+        return _read_hit(op, raw, now)
+
+    async def _ahit_commands(self, commands: _Commands, op: Hit, now: float) -> tuple[Counted, ...]:
+        """:meth:`_ahit` on a single server, through :class:`_Commands`."""
+        raw = await commands.run(_hit_commands(self.prefix, op, now))
+        missing = _missing_scripts(raw)
+        if missing:
+            await commands.run([("SCRIPT", "LOAD", text) for text in _SCRIPTS.values()])
+            again = Hit(tuple(op.windows[i] for i in missing), op.cost)
+            redo = await commands.run(_hit_commands(self.prefix, again, now))
             if _missing_scripts(redo):
                 raise redis.exceptions.NoScriptError("the rate-limit scripts could not be loaded")
             for i, reply in zip(missing, redo, strict=True):

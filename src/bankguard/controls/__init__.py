@@ -59,8 +59,9 @@ class State:
     proof: Any = None
     #: Headers the response gets whatever it is (a rotated ``DPoP-Nonce``, RFC 9449 §8.2).
     response_headers: list[tuple[str, str]] = field(default_factory=list)
-    #: Rate-limit windows this request was counted in: (name, limit, seconds, remaining, reset).
-    quotas: list[tuple[str, int, int, int, float]] = field(default_factory=list)
+    #: Rate-limit windows this request was counted in: (its RateLimit-Policy item, name, remaining,
+    #: reset).
+    quotas: list[tuple[str, str, int, float]] = field(default_factory=list)
 
 
 class Check(Protocol):

@@ -22,7 +22,7 @@ import logging
 import math
 import os
 from collections.abc import Generator, Iterable
-from typing import Any, cast
+from typing import Any
 from urllib.parse import quote
 
 from ..errors import ConfigProblem, ConfigurationError, ServiceUnavailable, TooManyRequests
@@ -43,21 +43,21 @@ _SHORT = {"fixed-window": "fw", "moving-window": "mw", "sliding-window-counter":
 #: Identities x operations whose windows are kept ready.
 _MAX_CACHED = 10_000
 
-# (name, limit, seconds) of each window of a limit string, under a name prefix.
-Plan = tuple[tuple[str, int, int], ...]
+# (name, limit, seconds, its RateLimit-Policy item) of each window of a limit string.
+Plan = tuple[tuple[str, int, int, str], ...]
 
 
 def _plan(prefix: str, text: str) -> Plan:
-    return tuple((f"{prefix}-{seconds}s", limit, seconds) for limit, seconds in windows_of(text))
+    return tuple(_window(f"{prefix}-{seconds}s", limit, seconds) for limit, seconds in windows_of(text))
+
+
+def _window(name: str, limit: int, seconds: int) -> tuple[str, int, int, str]:
+    return name, limit, seconds, f'"{name}";q={limit};w={seconds}'
 
 
 def _part(value: str) -> str:
     """A key segment: percent-encoded, so no identity can forge another's key (``/``, ``{}``)."""
     return quote(value, safe="")
-
-
-#: ``RateLimit-Policy`` values by the windows they list (the policy allows only a handful).
-_POLICY_FIELDS: dict[tuple[tuple[str, int, int], ...], str] = {}
 
 
 def publish(state: State) -> None:
@@ -66,25 +66,30 @@ def publish(state: State) -> None:
     if headers and any(h[0] in RATELIMIT_HEADERS for h in headers):
         headers[:] = [h for h in headers if h[0] not in RATELIMIT_HEADERS]
     quotas = state.quotas
-    if not quotas:
-        return
-    shape = tuple((q[0], q[1], q[2]) for q in quotas)
-    policy = _POLICY_FIELDS.get(shape)
-    if policy is None:
-        policy = ", ".join(f'"{name}";q={limit};w={seconds}' for name, limit, seconds, _, _ in quotas)
-        if len(_POLICY_FIELDS) < 1024:
-            _POLICY_FIELDS[shape] = policy
-    current = ", ".join(f'"{q[0]}";r={q[3]};t={math.ceil(q[4])}' for q in quotas)
-    headers += [("ratelimit-policy", policy), ("ratelimit", current)]
+    if len(quotas) == 1:  # the common case: one window
+        item, name, remaining, reset = quotas[0]
+        headers += [("ratelimit-policy", item), ("ratelimit", f'"{name}";r={remaining};t={math.ceil(reset)}')]
+    elif quotas:
+        current = ", ".join(f'"{q[1]}";r={q[2]};t={math.ceil(q[3])}' for q in quotas)
+        headers += [("ratelimit-policy", ", ".join(q[0] for q in quotas)), ("ratelimit", current)]
 
 
 def _record(state: State, plan: Plan, results: Iterable[Counted], headers: bool) -> list[float]:
     """Note the windows on ``state``; the reset times of those that refused."""
-    refused: list[float] = []
     quotas = state.quotas
-    for (name, limit, seconds), counted in zip(plan, results, strict=True):
+    if headers and not quotas and len(plan) == 1:  # the common case: the first and only window
+        name, _, _, item = plan[0]
+        admitted, remaining, reset = next(iter(results))
+        quotas.append((item, name, remaining, reset))
+        fields = state.response_headers
+        if fields and any(h[0] in RATELIMIT_HEADERS for h in fields):
+            fields[:] = [h for h in fields if h[0] not in RATELIMIT_HEADERS]
+        fields += [("ratelimit-policy", item), ("ratelimit", f'"{name}";r={remaining};t={math.ceil(reset)}')]
+        return [] if admitted else [reset]
+    refused: list[float] = []
+    for (name, _, _, item), counted in zip(plan, results, strict=True):
         if headers:
-            quotas.append((name, limit, seconds, counted.remaining, counted.reset))
+            quotas.append((item, name, counted.remaining, counted.reset))
         if not counted.admitted:
             refused.append(counted.reset)
     if headers:
@@ -163,7 +168,7 @@ class PreAuthLimitCheck:
             return None
         key = f"rl/preauth/{_part(self._address(address))}"
         windows = tuple(
-            Window(f"{key}/{seconds}", limit, seconds, "fixed-window") for _, limit, seconds in self._plan
+            Window(f"{key}/{seconds}", limit, seconds, "fixed-window") for _, limit, seconds, _ in self._plan
         )
         try:
             results = self._memory.hit(Hit(windows))
@@ -199,7 +204,7 @@ class TppLimitCheck:
             self._tiers[name] = (_plan("tpp", tier.limits), ops)
         un = rl.unattended
         self._unattended = frozenset(un.operations) if un.enabled else frozenset()
-        self._unattended_plan: Plan = (("unattended", un.limit, int(un.period)),)
+        self._unattended_plan: Plan = (_window("unattended", un.limit, int(un.period)),)
         self._presence = un.presence_headers
         self._accounts = un.account_parameters
         self._consents = un.consent_claims
@@ -213,8 +218,8 @@ class TppLimitCheck:
                     path="ratelimit.unattended.key_secret_env",
                 )
             self._digest_key = secret.encode("utf-8")
-        self._windows: dict[tuple[str, str | None], tuple[Plan, tuple[Window, ...]]] = {}
-        self._inline: MemoryStore | None = None
+        self._windows: dict[tuple[str, str | None], tuple[Plan, tuple[Window, ...], Hit]] = {}
+        self._inline: LimitsMemory | None = None
         if known_operations is not None:
             _check_operations(policy, set(known_operations))
 
@@ -229,13 +234,13 @@ class TppLimitCheck:
         found = self._windows.get((identity, op))
         if found is None:
             found = self._windows_of(identity, op)
-        plan, windows = found
+        plan, windows, hit = found
         if op in self._unattended and not _customer_present(facts, self._presence):
             consent = principal.consent_id or next(
                 (str(v) for c in self._consents if isinstance(v := principal.claims.get(c), str) and v), "-"
             )
             account = next((state.path_params[p] for p in self._accounts if p in state.path_params), "-")
-            _, limit, seconds = self._unattended_plan[0]
+            _, limit, seconds, _ = self._unattended_plan[0]
             # Consent and account ids are personal data: the key holds a digest of them (keyed when
             # unattended.key_secret_env names a key).
             material = f"{consent}\x00{account}".encode()
@@ -244,11 +249,11 @@ class TppLimitCheck:
             else:
                 digest = hashlib.sha256(material).hexdigest()[:32]
             key = f"rl/mw/unattended/{_part(identity)}/{digest}"
-            windows += (Window(key, limit, seconds, "moving-window"),)
-            return self._count(state, plan + self._unattended_plan, windows, True)
-        return self._count(state, plan, windows, False)
+            hit = Hit((*windows, Window(key, limit, seconds, "moving-window")))
+            return self._count(state, plan + self._unattended_plan, hit, True)
+        return self._count(state, plan, hit, False)
 
-    def _windows_of(self, identity: str, op: str | None) -> tuple[Plan, tuple[Window, ...]]:
+    def _windows_of(self, identity: str, op: str | None) -> tuple[Plan, tuple[Window, ...], Hit]:
         """The plan and windows of an identity on an operation (cached: the same every request)."""
         tier, overrides = self._tiers[self._tpps.get(identity, "default")]
         who = _part(identity)
@@ -257,36 +262,34 @@ class TppLimitCheck:
         else:
             plan, base = tier, f"rl/{self._short}/tpp/{who}"
         windows = tuple(
-            Window(f"{base}/{seconds}", limit, seconds, self._strategy) for _, limit, seconds in plan
+            Window(f"{base}/{seconds}", limit, seconds, self._strategy) for _, limit, seconds, _ in plan
         )
         if len(self._windows) >= _MAX_CACHED:
             self._windows.clear()  # verified identities are few; this bounds a misbehaving deployment
-        self._windows[identity, op] = (plan, windows)
-        return plan, windows
+        found = self._windows[identity, op] = (plan, windows, Hit(windows))
+        return found
 
     def bind_store(self, store: object) -> None:
         """Called by the guard with its store: a process-local one is used directly (no I/O, so
         nothing to hand to the driver), a shared one through the driver."""
-        self._inline = store if isinstance(store, MemoryStore) else None
+        self._inline = store.limiter() if isinstance(store, MemoryStore) else None
 
     def _count(
-        self, state: State, plan: Plan, windows: tuple[Window, ...], unattended: bool
+        self, state: State, plan: Plan, hit: Hit, unattended: bool
     ) -> Generator[StoreOp, Any, None] | None:
         if self._inline is not None:
             try:
-                results = cast("tuple[Counted, ...]", self._inline.execute(Hit(windows)))
+                results = self._inline.hit(hit)
             except StoreFailure as exc:
                 _unavailable(state, exc, self._fail_open)
                 return None
             self._judge(state, plan, results, unattended)
             return None
-        return self._flow(state, plan, windows, unattended)
+        return self._flow(state, plan, hit, unattended)
 
-    def _flow(
-        self, state: State, plan: Plan, windows: tuple[Window, ...], unattended: bool
-    ) -> Generator[StoreOp, Any, None]:
+    def _flow(self, state: State, plan: Plan, hit: Hit, unattended: bool) -> Generator[StoreOp, Any, None]:
         try:
-            results: tuple[Counted, ...] = yield Hit(windows)
+            results: tuple[Counted, ...] = yield hit
         except StoreFailure as exc:
             _unavailable(state, exc, self._fail_open)
             return
