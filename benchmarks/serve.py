@@ -158,7 +158,7 @@ def machine_info(wrk: str) -> dict[str, Any]:
             deps.append(re.split(r"[<>=!~;\[ ]", requirement, maxsplit=1)[0])
     others = ["uvicorn", "h11", "httptools", "uvloop", "gunicorn", "starlette", "flask", "werkzeug"]
     others += ["openapi-core", "connexion", "pyjwt", "slowapi", "flask-limiter"]
-    shown = subprocess.run([wrk, "--version"], capture_output=True, text=True, check=False)  # noqa: S603
+    shown = subprocess.run([wrk, "--version"], capture_output=True, text=True, check=False)  # noqa: S603 - wrk from PATH, fixed arguments, no shell
     return {
         "cpu": _cpu_model(),
         "cores": os.cpu_count(),
@@ -262,7 +262,7 @@ class Server:
         env = {**os.environ, **self.env, "BENCH_VARIANT": self.variant, "PYTHONUNBUFFERED": "1"}
         env["BENCH_READY"] = str(self.ready_file)
         with self.log.open("wb") as out:
-            self.proc = subprocess.Popen(  # noqa: S603
+            self.proc = subprocess.Popen(  # noqa: S603 - the benchmark's own server command, no shell
                 self.command(),
                 cwd=HERE,
                 env=env,
@@ -534,7 +534,7 @@ class Workload:
             shape.method, str(headers), body, proofs, str(self.load.threads),
         ]  # fmt: skip
         cpu0, t0 = server.cpu_seconds(), time.perf_counter()
-        done = subprocess.run(command, capture_output=True, text=True, check=False, timeout=seconds + 120)  # noqa: S603
+        done = subprocess.run(command, capture_output=True, text=True, check=False, timeout=seconds + 120)  # noqa: S603 - wrk with numeric and internal arguments, no shell
         cpu, wall = server.cpu_seconds() - cpu0, time.perf_counter() - t0
         if done.returncode != 0:
             raise SystemExit(
