@@ -256,10 +256,14 @@ class TokenCheck:
         self, token: str, state: State, requirement: ScopeRequirement | None, key: bytes
     ) -> StoreFlow | None:
         cached = self.cache.get(token, self.clock(), self.leeway, key)
-        if cached is not None:
+        verifier = self.verifier
+        if cached is not None and (
+            cached[0].source != "jwt" or verifier is None or self._keys_current(verifier, cached[0].issuer)
+        ):
             self._accept(cached[0], state, requirement, cached[1])
             return None
-        verifier = self.verifier
+        # Not cached, or cached while its issuer's keys have since gone stale beyond max_stale
+        # (JWKS-05): verified again, which fails closed until the keys are fresh.
         if verifier is not None and token.count(".") == 2:
             try:
                 parsed = verifier.parse(token)
@@ -278,6 +282,11 @@ class TokenCheck:
         if self.introspection is not None:
             return self._introspect(token, state, requirement)
         raise InvalidToken("token.not_a_jwt")
+
+    @staticmethod
+    def _keys_current(verifier: JwtVerifier, issuer: str) -> bool:
+        rules = verifier.issuers.get(issuer)
+        return rules is None or rules.keys.current() is not None
 
     @staticmethod
     def _verify(verifier: JwtVerifier, parsed: ParsedJwt) -> VerifiedToken:

@@ -7,16 +7,22 @@
 * The host name is resolved once and the connection goes to a checked address:
   link-local (cloud metadata at 169.254.169.254), multicast, unspecified and reserved
   addresses are refused, so a hostile document or DNS answer cannot aim bankguard at them.
-* Connect and read are bounded by ``timeout``; bodies beyond ``max_bytes`` are refused.
+* The whole exchange -- connect, request, status line, headers and body -- is bounded by
+  ``timeout``: each socket operation waits at most ``timeout``, and a watchdog shuts the socket
+  down when the exchange as a whole passes it, so a server that drips its answer a byte at a
+  time cannot hold a fetch (or the request waiting for it) open. Bodies beyond ``max_bytes`` are
+  refused.
 * Environment proxy settings are ignored: these calls go where the policy says.
 """
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import ipaddress
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -67,11 +73,17 @@ class _Connection(http.client.HTTPSConnection):
         super().__init__(host, port, timeout=timeout, context=tls or ssl.create_default_context())
         self._address = address
         self._tls = tls
+        #: The connection's socket, kept after ``http.client`` hands it to a response it will close.
+        self.opened: socket.socket | None = None
 
     def connect(self) -> None:
-        sock = socket.create_connection((self._address, self.port), self.timeout)
+        sock = self.opened = socket.create_connection((self._address, self.port), self.timeout)
         if self._tls is not None:
-            sock = self._tls.wrap_socket(sock, server_hostname=self.host)
+            tls = self.sock = self.opened = self._tls.wrap_socket(
+                sock, server_hostname=self.host, do_handshake_on_connect=False
+            )
+            tls.do_handshake()  # after the watchdog can see the socket (a dripped handshake)
+            return
         self.sock = sock
 
 
@@ -116,6 +128,18 @@ def request(
     _, address = _resolve(host, port, timeout)
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     conn = _Connection(host, port, address, context, timeout)
+    expired = threading.Event()
+
+    def expire() -> None:
+        expired.set()
+        sock = conn.opened
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    watchdog = threading.Timer(max(0.0, deadline - time.monotonic()), expire)
+    watchdog.daemon = True
+    watchdog.start()
     try:
         conn.request(method, target, body=body, headers={"User-Agent": USER_AGENT, **dict(headers)})
         response = conn.getresponse()
@@ -132,6 +156,8 @@ def request(
                 size += len(chunk)
                 if size > max_bytes:
                     raise FetchError("too_large")
+            if expired.is_set():  # the watchdog ended the body: it is not complete
+                raise FetchError("timeout")
             return HttpResponse(
                 status=response.status,
                 headers={k.lower(): v for k, v in response.getheaders()},
@@ -142,10 +168,11 @@ def request(
     except FetchError:
         raise
     except ssl.SSLError:
-        raise FetchError("tls_failed") from None
+        raise FetchError("timeout" if expired.is_set() else "tls_failed") from None
     except TimeoutError:
         raise FetchError("timeout") from None
     except (OSError, http.client.HTTPException, ValueError):
-        raise FetchError("connection_failed") from None
+        raise FetchError("timeout" if expired.is_set() else "connection_failed") from None
     finally:
+        watchdog.cancel()
         conn.close()
