@@ -719,11 +719,17 @@ def test_ATK_13_kid_type_confusion(guard: Guard, events: EventCollector, kid: An
     assert_e2(decide(guard, token), events, guard, "token.kid_invalid")
 
 
-def test_ATK_13_kid_null_means_no_kid(guard: Guard, events: EventCollector) -> None:
-    """``"kid": null`` is no kid: the issuer's keys compatible with the alg are tried."""
-    assert decide(guard, ec_token({"alg": "ES256", "typ": "at+jwt", "kid": None})).allowed
+def test_ATK_13_kid_null_is_refused(guard: Guard, events: EventCollector) -> None:
+    """``"kid": null`` is a present kid that is not a string (JWT-14): refused, signed by the
+    issuer's key or not, before any key is tried."""
+    assert_e2(
+        decide(guard, ec_token({"alg": "ES256", "typ": "at+jwt", "kid": None})),
+        events,
+        guard,
+        "token.kid_invalid",
+    )
     token = forge({"alg": "ES256", "typ": "at+jwt", "kid": None}, claims(), key=ATTACKER_EC, alg="ES256")
-    assert_e2(decide(guard, token), events, guard, "token.signature_invalid")
+    assert_e2(decide(guard, token), events, guard, "token.kid_invalid")
 
 
 def test_ATK_13_kid_of_100_kb(guard: Guard, events: EventCollector) -> None:

@@ -813,23 +813,35 @@ def test_cache_serves_a_repeated_token(guard: Guard, monkeypatch: pytest.MonkeyP
     assert {d.context.principal.subject for d in decisions} == {"psu-1"}
 
 
-def test_cache_skips_key_lookups_on_a_hit(guard: Guard, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cache_skips_verification_on_a_hit_but_checks_the_keys_are_current(
+    guard: Guard, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cached token is not verified again; its issuer's keys are still checked to be current
+    (not stale beyond max_stale, JWKS-05) on every hit."""
     tokens = guard.tokens
     assert tokens is not None
-    assert tokens.verifier is not None
-    source = tokens.verifier.issuers[ISS].keys
+    verifier = tokens.verifier
+    assert verifier is not None
+    source = verifier.issuers[ISS].keys
     lookups: list[int] = []
-    original = source.current
+    verifications: list[int] = []
+    original_current, original_verify = source.current, verifier.verify
 
-    def spying() -> Any:
+    def spying_current() -> Any:
         lookups.append(1)
-        return original()
+        return original_current()
 
-    monkeypatch.setattr(source, "current", spying)
+    def spying_verify(*args: Any, **kwargs: Any) -> Any:
+        verifications.append(1)
+        return original_verify(*args, **kwargs)
+
+    monkeypatch.setattr(source, "current", spying_current)
+    monkeypatch.setattr(verifier, "verify", spying_verify)
     token = mint()
     for _ in range(3):
         assert request(guard, token=token).allowed
-    assert len(lookups) == 1
+    assert len(verifications) == 1
+    assert len(lookups) == 3  # the first verification's, then one per cache hit
 
 
 def test_cache_still_checks_scopes_per_operation(guard: Guard) -> None:

@@ -135,6 +135,17 @@ def numeric_date(claims: Mapping[str, Any], name: str) -> float | None:
     return float(value)
 
 
+def _scope_claim(claims: Mapping[str, Any]) -> frozenset[str]:
+    """The ``scope`` claim of a JWT: absent means no scopes; present, it is a scope string
+    (``null`` is refused as a claim of the wrong type, not read as absent)."""
+    if "scope" not in claims:
+        return frozenset()
+    value = claims["scope"]
+    if value is None:
+        raise TokenError("claim_type:scope")
+    return parse_scope(value)
+
+
 def parse_scope(value: Any) -> frozenset[str]:
     if value is None:
         return frozenset()
@@ -184,8 +195,8 @@ class JwtVerifier:
             if not isinstance(alg, str):
                 raise TokenError("alg_missing")
             kid = header.get("kid")
-            if kid is not None and (not isinstance(kid, str) or not kid or len(kid) > MAX_KID_LENGTH):
-                raise TokenError("kid_invalid")
+            if "kid" in header and (not isinstance(kid, str) or not kid or len(kid) > MAX_KID_LENGTH):
+                raise TokenError("kid_invalid")  # present: a non-empty string (``null`` included)
             typ = header.get("typ")
             claims = json_object(jws.payload, "claims")
         except JoseError as exc:
@@ -250,7 +261,7 @@ class JwtVerifier:
             issuer=rules.issuer,
             subject=subject,
             client_id=client_id,
-            scopes=parse_scope(claims.get("scope")),
+            scopes=_scope_claim(claims),
             expires_at=exp,
             cnf=types.MappingProxyType(cnf) if cnf is not None else None,
             source="jwt",
