@@ -90,7 +90,9 @@ def requirement_of(obj: object) -> ScopeRequirement | None:
 
 def _mark(obj: Any, requirement: ScopeRequirement) -> None:
     existing = requirement_of(obj)
-    setattr(obj, ATTRIBUTE, requirement.merge(existing) if existing else requirement)
+    # A bound method takes no attributes of its own; its function does, and the method reads them.
+    target = obj.__func__ if inspect.ismethod(obj) else obj
+    setattr(target, ATTRIBUTE, requirement.merge(existing) if existing else requirement)
 
 
 def enforce(requirement: ScopeRequirement) -> None:
