@@ -1,4 +1,4 @@
-"""Scope requirements: behaviours that mutation testing (scripts/mutation.sh; docs/reliability.md) found unpinned.
+"""Scope requirements: behaviours that mutation testing (scripts/mutation.sh) found unpinned.
 
 * ``ScopeRequirement.merge`` keeps OpenAPI security alternatives (``one_of``) and the
   "a token is needed" flag when only one side has them (OWASP-17: merging declarations never

@@ -1,4 +1,4 @@
-"""Client-certificate behaviours that mutation testing (scripts/mutation.sh; docs/reliability.md) found unpinned.
+"""Client-certificate behaviours that mutation testing (scripts/mutation.sh) found unpinned.
 
 Through the guard (``Guard.decide``), as applications meet them:
 
